@@ -1,0 +1,558 @@
+//! Frame-by-frame tests of the collector's core.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::market::{Price, Size};
+
+const A: &str = "KXTEST-A";
+const B: &str = "KXTEST-B";
+const T0: i64 = 1_780_000_000_000_000;
+
+fn meta(ticker: &str) -> MarketMeta {
+    MarketMeta {
+        ticker: ticker.to_owned(),
+        event_ticker: "KXTEST".to_owned(),
+        status: "active".to_owned(),
+        ..MarketMeta::default()
+    }
+}
+
+fn commands(p: &mut Processor) -> Vec<Value> {
+    p.take_commands()
+        .iter()
+        .map(|c| serde_json::from_str(c).expect("commands are JSON"))
+        .collect()
+}
+
+fn send(p: &mut Processor, frame: Value, ts: i64) {
+    p.on_text(&frame.to_string(), ts);
+}
+
+fn snapshot(sid: u32, seq: u64, market: &str, yes: &[(&str, &str)], no: &[(&str, &str)]) -> Value {
+    let mut msg =
+        json!({"market_ticker": market, "market_id": "00000000-0000-0000-0000-000000000000"});
+    if !yes.is_empty() {
+        msg["yes_dollars_fp"] = json!(yes);
+    }
+    if !no.is_empty() {
+        msg["no_dollars_fp"] = json!(no);
+    }
+    json!({"type": "orderbook_snapshot", "sid": sid, "seq": seq, "msg": msg})
+}
+
+fn delta(
+    sid: u32,
+    seq: u64,
+    market: &str,
+    side: &str,
+    price: &str,
+    delta: &str,
+    ts_ms: i64,
+) -> Value {
+    json!({"type": "orderbook_delta", "sid": sid, "seq": seq, "msg": {
+        "market_ticker": market, "market_id": "00000000-0000-0000-0000-000000000000",
+        "price_dollars": price, "delta_fp": delta, "side": side, "ts_ms": ts_ms}})
+}
+
+/// A processor connected, with lifecycle (sid 1), trade (sid 2) and one orderbook shard
+/// (sid 3) holding A and B, both snapshotted.
+fn connected() -> Processor {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(vec![meta(A), meta(B)], T0);
+    p.connect(T0);
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(
+        sent[0]["params"]["channels"],
+        json!(["market_lifecycle_v2"])
+    );
+    assert_eq!(sent[1]["params"]["channels"], json!(["trade"]));
+    assert_eq!(sent[2]["params"]["channels"], json!(["orderbook_delta"]));
+    assert_eq!(sent[2]["params"]["market_tickers"], json!([A, B]));
+    for (id, channel, sid) in [
+        (1, "market_lifecycle_v2", 1),
+        (2, "trade", 2),
+        (3, "orderbook_delta", 3),
+    ] {
+        send(
+            &mut p,
+            json!({"type": "subscribed", "id": id, "msg": {"channel": channel, "sid": sid}}),
+            T0,
+        );
+    }
+    send(
+        &mut p,
+        snapshot(
+            3,
+            1,
+            A,
+            &[("0.4200", "10.00"), ("0.4300", "5.50")],
+            &[("0.5500", "7.00")],
+        ),
+        T0 + 10,
+    );
+    send(
+        &mut p,
+        snapshot(3, 2, B, &[("0.0010", "1.00")], &[]),
+        T0 + 20,
+    );
+    p
+}
+
+fn level(p: &Processor, market: &str, side: Side, price: &str) -> Option<Size> {
+    p.book(market)?
+        .ladder(side)
+        .get(&price.parse::<Price>().unwrap())
+        .copied()
+}
+
+#[test]
+fn snapshot_then_deltas_build_the_book_and_rows() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4300", "-5.50", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    send(
+        &mut p,
+        delta(3, 4, A, "no", "0.5600", "2.25", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    assert_eq!(level(&p, A, Side::Yes, "0.4300"), None);
+    assert_eq!(
+        level(&p, A, Side::No, "0.5600"),
+        Some(Size::from_units(225))
+    );
+    let rows = p.take_rows();
+    assert_eq!(rows.snapshots.len(), 2);
+    assert_eq!(rows.deltas.len(), 2);
+    assert_eq!(rows.deltas[0].ts, 1_780_000_000_100_000, "exchange ms → µs");
+    assert_eq!(rows.deltas[0].delta, -550);
+    assert_eq!(rows.deltas[1].seq, 4);
+    assert!(rows.gaps.is_empty());
+    assert!(
+        rows.tops.len() >= 3,
+        "top of book changed with each snapshot and delta"
+    );
+    assert!(commands(&mut p).is_empty());
+}
+
+#[test]
+fn ok_replies_take_a_sequence_number_and_are_not_gaps() {
+    let mut p = connected();
+    send(
+        &mut p,
+        json!({"type": "ok", "id": 9, "sid": 3, "seq": 3, "msg": {"market_tickers": [A, B]}}),
+        T0,
+    );
+    send(
+        &mut p,
+        delta(3, 4, A, "yes", "0.4200", "1.00", 1_780_000_000_200),
+        T0,
+    );
+    let rows = p.take_rows();
+    assert!(rows.gaps.is_empty(), "{:?}", rows.gaps);
+    assert_eq!(rows.deltas.len(), 1);
+}
+
+#[test]
+fn a_sequence_gap_opens_gaps_drops_deltas_asks_snapshots_and_closes_on_snapshot() {
+    let mut p = connected();
+    p.take_rows();
+    // seq 3 lost.
+    send(
+        &mut p,
+        delta(3, 4, A, "yes", "0.4200", "1.00", 1_780_000_000_300),
+        T0 + 300_000,
+    );
+    assert_eq!(p.book(A), None, "book unknown after a gap");
+    let rows = p.take_rows();
+    assert!(rows.deltas.is_empty(), "a delta after a gap is not applied");
+    assert_eq!(rows.gaps.len(), 2, "both markets of the sid");
+    assert!(
+        rows.gaps
+            .iter()
+            .all(|g| g.ts_end.is_none() && g.expected_seq == 3 && g.received_seq == 4)
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["cmd"], "update_subscription");
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    assert_eq!(sent[0]["params"]["sid"], 3);
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A, B]));
+
+    send(
+        &mut p,
+        snapshot(3, 5, A, &[("0.4100", "3.00")], &[]),
+        T0 + 400_000,
+    );
+    assert!(
+        p.take_rows().snapshots.is_empty(),
+        "placed by the next frame"
+    );
+    send(
+        &mut p,
+        delta(3, 6, A, "yes", "0.4100", "1.00", 1_780_000_000_450),
+        T0 + 450_000,
+    );
+    let rows = p.take_rows();
+    let closed: Vec<_> = rows.gaps.iter().filter(|g| g.market == A).collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].version, 2);
+    // Its book is the book before the next change: it stands at that change's time.
+    assert_eq!(rows.snapshots[0].ts, 1_780_000_000_450_000);
+    assert_eq!(closed[0].ts_end, Some(1_780_000_000_450_000));
+    assert_eq!(rows.deltas[0].ts, 1_780_000_000_450_000);
+    assert_eq!(
+        level(&p, A, Side::Yes, "0.4100"),
+        Some(Size::from_units(400))
+    );
+    assert_eq!(p.book(B), None, "B stays unknown until its own snapshot");
+}
+
+#[test]
+fn a_delta_that_would_go_negative_resnapshots_that_market_only() {
+    let mut p = connected();
+    p.take_rows();
+    send(
+        &mut p,
+        delta(3, 3, A, "no", "0.5500", "-8.00", 1_780_000_000_300),
+        T0,
+    );
+    assert_eq!(p.book(A), None);
+    assert!(p.book(B).is_some());
+    let rows = p.take_rows();
+    assert_eq!(rows.gaps.len(), 1);
+    assert_eq!(rows.gaps[0].kind, GapKind::NegativeSize as i8);
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+}
+
+#[test]
+fn reconnect_opens_gaps_and_a_new_connection_restarts_sids() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4200", "1.00", 1_780_000_000_500),
+        T0 + 500_000,
+    );
+    p.take_rows();
+    p.disconnect("test");
+    let rows = p.take_rows();
+    assert_eq!(rows.gaps.len(), 2);
+    assert!(rows.gaps.iter().all(|g| g.kind == GapKind::Reconnect as i8));
+    let gap_a = rows.gaps.iter().find(|g| g.market == A).unwrap();
+    assert_eq!(
+        gap_a.ts_start, 1_780_000_000_500_000,
+        "gap starts at the last stored event"
+    );
+
+    let old = p.connect(T0); // clock went backwards: ids still increase
+    assert!(old > T0 as u64);
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 3);
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 1}}),
+        T0,
+    );
+    send(
+        &mut p,
+        snapshot(1, 1, A, &[("0.4000", "1.00")], &[]),
+        T0 + 900_000,
+    );
+    send(
+        &mut p,
+        delta(1, 2, A, "yes", "0.4000", "1.00", 1_780_000_000_950),
+        T0 + 950_000,
+    );
+    let rows = p.take_rows();
+    assert_eq!(rows.gaps.len(), 1);
+    assert!(rows.gaps[0].ts_end.is_some());
+    assert!(rows.snapshots[0].conn > rows.gaps[0].conn || rows.snapshots[0].conn == old);
+    assert!(
+        rows.snapshots[0].ts >= gap_a.ts_start,
+        "book axis never goes backwards"
+    );
+}
+
+#[test]
+fn malformed_frames_are_counted_never_fatal() {
+    let mut p = connected();
+    p.take_rows();
+    p.on_text("not json at all", T0);
+    p.on_text("{\"type\": 5}", T0);
+    send(
+        &mut p,
+        json!({"type": "orderbook_delta", "sid": 3, "seq": 3, "msg": {"market_ticker": A, "price_dollars": "abc", "delta_fp": "1.00", "side": "yes"}}),
+        T0,
+    );
+    let stats = p.take_stats();
+    assert_eq!(stats.malformed, 3);
+    assert_eq!(
+        p.book(A),
+        None,
+        "the market named by the bad frame is resynchronised"
+    );
+    assert!(p.book(B).is_some());
+    assert_eq!(commands(&mut p)[0]["params"]["market_tickers"], json!([A]));
+    // The sequence continues after the malformed frame: no extra gap.
+    send(
+        &mut p,
+        delta(3, 4, B, "yes", "0.0010", "1.00", 1_780_000_000_600),
+        T0,
+    );
+    assert_eq!(p.take_rows().gaps.len(), 1);
+}
+
+#[test]
+fn a_killed_subscription_is_resubscribed() {
+    let mut p = connected();
+    p.take_rows();
+    send(
+        &mut p,
+        json!({"type": "error", "sid": 3, "seq": 3, "msg": {"code": 25, "msg": "Subscription buffer overflow"}}),
+        T0,
+    );
+    assert_eq!(p.book(A), None);
+    assert_eq!(p.book(B), None);
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["cmd"], "subscribe");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A, B]));
+    assert_eq!(p.take_rows().gaps.len(), 2);
+}
+
+#[test]
+fn checkpoints_store_changed_books_at_their_feed_position() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4200", "1.00", 1_780_000_000_700),
+        T0,
+    );
+    p.take_rows();
+    p.checkpoint(T0 + 1_000_000);
+    assert!(p.take_rows().snapshots.is_empty(), "not due yet");
+    p.checkpoint(T0 + 61_000_000);
+    let rows = p.take_rows();
+    assert_eq!(rows.snapshots.len(), 1, "only A changed since its snapshot");
+    let checkpoint = &rows.snapshots[0];
+    assert_eq!(checkpoint.market, A);
+    assert_eq!(checkpoint.source, SnapshotSource::Checkpoint as i8);
+    assert_eq!(checkpoint.seq, 3, "position of the last applied delta");
+    assert_eq!(checkpoint.yes_sizes, vec![1100, 550]);
+    // Quiet books are checkpointed too, at the latest after the max quiet interval.
+    p.checkpoint(T0 + 32 * 60_000_000);
+    assert_eq!(p.take_rows().snapshots.len(), 2);
+}
+
+#[test]
+fn lifecycle_settlement_unsubscribes_and_creation_subscribes() {
+    let mut p = connected();
+    send(
+        &mut p,
+        json!({"type": "market_lifecycle_v2", "sid": 1, "seq": 1, "msg": {"market_ticker": A, "event_type": "settled", "settled_ts": 1_780_000_100}}),
+        T0,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "delete_markets");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+    send(
+        &mut p,
+        json!({"type": "market_lifecycle_v2", "sid": 1, "seq": 2, "msg": {"market_ticker": "KXTEST-C", "event_type": "activated"}}),
+        T0,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "add_markets");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!(["KXTEST-C"]));
+    let rows = p.take_rows();
+    assert!(
+        rows.markets
+            .iter()
+            .any(|m| m.ticker == A && m.status == "finalized")
+    );
+}
+
+#[test]
+fn an_empty_snapshot_at_close_empties_the_book() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, B, "yes", "0.0010", "1.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    send(&mut p, snapshot(3, 4, A, &[], &[]), T0 + 200_000);
+    send(
+        &mut p,
+        delta(3, 5, B, "yes", "0.0010", "1.00", 1_780_000_000_300),
+        T0 + 300_000,
+    );
+    assert_eq!(p.book(A).map(|b| b.levels().count()), Some(0));
+    let rows = p.take_rows();
+    let last = rows.snapshots.last().unwrap();
+    assert!(last.yes_prices.is_empty() && last.no_prices.is_empty());
+}
+
+#[test]
+fn restart_gaps_open_from_the_last_stored_event() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.resume_after_restart([(A.to_owned(), T0 - 5_000_000)]);
+    let rows = p.take_rows();
+    assert_eq!(rows.gaps.len(), 1);
+    assert_eq!(rows.gaps[0].kind, GapKind::CollectorRestart as i8);
+    assert_eq!(rows.gaps[0].ts_start, T0 - 5_000_000);
+}
+
+#[test]
+fn an_unrequested_snapshot_that_changes_the_book_marks_its_uncertain_instant() {
+    let mut p = connected();
+    // Exchange time 1_780_000_001_000 ms, received 2 ms later: the lag is 2 ms.
+    send(
+        &mut p,
+        delta(3, 3, B, "yes", "0.0010", "1.00", 1_780_000_001_000),
+        1_780_000_001_002_000,
+    );
+    p.take_rows();
+    // The close: an empty snapshot, received 50 ms after that delta.
+    send(&mut p, snapshot(3, 4, A, &[], &[]), 1_780_000_001_052_000);
+    // The next frame of the subscription, 80 ms after the previous one.
+    send(
+        &mut p,
+        delta(3, 5, B, "yes", "0.0010", "1.00", 1_780_000_001_080),
+        1_780_000_001_082_000,
+    );
+    let rows = p.take_rows();
+    assert_eq!(rows.gaps.len(), 1, "{:?}", rows.gaps);
+    let gap = &rows.gaps[0];
+    assert_eq!(gap.kind, GapKind::BookReplaced as i8);
+    assert_eq!(
+        gap.ts_start, 1_780_000_001_000_000,
+        "after the previous frame"
+    );
+    assert_eq!(
+        gap.ts_end,
+        Some(1_780_000_001_080_000),
+        "before the next frame"
+    );
+    assert_eq!(rows.snapshots[0].ts, 1_780_000_001_080_000);
+    // The same book again changes nothing: no gap.
+    send(&mut p, snapshot(3, 6, A, &[], &[]), 1_780_000_001_090_000);
+    send(
+        &mut p,
+        delta(3, 7, B, "yes", "0.0010", "1.00", 1_780_000_001_095),
+        1_780_000_001_096_000,
+    );
+    assert!(p.take_rows().gaps.is_empty());
+}
+
+#[test]
+fn snapshots_wait_for_the_exchange_clock_when_it_is_far_from_ours() {
+    // A replay of old traffic: exchange timestamps half a year before our clock.
+    let old_ms = 1_763_000_000_000;
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(vec![meta(A)], T0);
+    p.connect(T0);
+    p.take_commands();
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
+        T0,
+    );
+    send(
+        &mut p,
+        snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
+        T0 + 1_000,
+    );
+    p.checkpoint(T0 + 10_000_000);
+    assert!(
+        p.take_rows().snapshots.is_empty(),
+        "no clock yet: nothing placed, no checkpoint"
+    );
+    send(
+        &mut p,
+        delta(3, 2, A, "yes", "0.4200", "1.00", old_ms),
+        T0 + 2_000,
+    );
+    let rows = p.take_rows();
+    assert_eq!(rows.snapshots.len(), 1);
+    assert_eq!(
+        rows.deltas[0].ts,
+        old_ms * 1000,
+        "the delta keeps its exchange time"
+    );
+    assert!(
+        rows.snapshots[0].ts <= rows.deltas[0].ts,
+        "the snapshot precedes it on the exchange clock"
+    );
+    assert!(rows.snapshots[0].ts > old_ms * 1000 - 1_000_000);
+}
+
+#[test]
+fn a_silent_exchange_is_eventually_taken_to_share_our_clock() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(vec![meta(A)], T0);
+    p.connect(T0);
+    p.take_commands();
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
+        T0,
+    );
+    send(
+        &mut p,
+        snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
+        T0 + 1_000,
+    );
+    p.checkpoint(T0 + 10_000_000);
+    assert!(p.take_rows().snapshots.is_empty());
+    p.checkpoint(T0 + 31_000_000);
+    let rows = p.take_rows();
+    assert_eq!(rows.snapshots.len(), 1);
+    assert_eq!(
+        rows.snapshots[0].ts,
+        T0 + 1_000,
+        "placed at its receive time"
+    );
+}
+
+#[test]
+fn commands_refused_for_rate_are_resent_and_oversized_subscriptions_split() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    let markets: Vec<MarketMeta> = (0..6).map(|i| meta(&format!("KXTEST-M{i}"))).collect();
+    p.set_markets(markets, T0);
+    p.connect(T0);
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 3);
+    // Error 27 on the lifecycle subscription: resent a second later, same id.
+    send(
+        &mut p,
+        json!({"type": "error", "id": 1, "msg": {"code": 27, "msg": "Too many requests"}}),
+        T0 + 10,
+    );
+    p.checkpoint(T0 + 500_000);
+    assert!(commands(&mut p).is_empty(), "not yet");
+    p.checkpoint(T0 + 1_100_000);
+    let resent = commands(&mut p);
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0], sent[0]);
+    // Error 26 on the orderbook subscription of 6 markets: two subscriptions of 3.
+    send(
+        &mut p,
+        json!({"type": "error", "id": 3, "msg": {"code": 26, "msg": "Subscription market limit exceeded"}}),
+        T0 + 20,
+    );
+    let split = commands(&mut p);
+    assert_eq!(split.len(), 2, "{split:?}");
+    for command in &split {
+        assert_eq!(
+            command["params"]["market_tickers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+}

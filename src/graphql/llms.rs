@@ -1,0 +1,450 @@
+//! `/llms.txt` and `/llms-full.txt`: the API explained for agents, generated from the schema's
+//! own SDL (field lists, descriptions, arguments, scalars, enums) plus one runnable example
+//! per query field, so the documentation cannot drift from the code: a test checks that every
+//! query field has an example and that every example runs.
+
+use std::fmt::Write;
+use std::sync::LazyLock;
+
+use async_graphql::parser::types::{
+    FieldDefinition, TypeDefinition, TypeKind, TypeSystemDefinition,
+};
+
+use super::limits;
+
+/// One example request for a query field.
+#[derive(Clone, Copy, Debug)]
+pub struct Example {
+    /// The query field it demonstrates.
+    pub field: &'static str,
+    /// What it asks, in words.
+    pub title: &'static str,
+    /// The GraphQL document (self-contained: no variables).
+    pub query: &'static str,
+}
+
+/// The market every example uses (tests seed it).
+pub const EXAMPLE_TICKER: &str = "KXEXAMPLE-26MAR01-B50";
+
+/// One or more examples per query field, in the order of the schema.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        field: "apiVersion",
+        title: "Which server version answers",
+        query: "{ apiVersion }",
+    },
+    Example {
+        field: "limits",
+        title: "The limits to size requests by",
+        query: "{ limits { maxBookDepth maxPageSize maxEventsRangeSeconds maxSnapshotInstants queryTimeoutSeconds maxQueryComplexity } }",
+    },
+    Example {
+        field: "orderbook",
+        title: "The book at an instant, with top-of-book figures, depth near the top and the cost of a market order",
+        query: r#"{
+  orderbook(ticker: "KXEXAMPLE-26MAR01-B50", at: "2026-03-01T14:30:00Z", depth: 5) {
+    at complete status seq lastUpdateAt
+    yesBids { price size }
+    noBids { price size }
+    bestYesBid bestNoBid yesAsk noAsk spread midpoint
+    depthNearTop(within: "0.05") { yesBidSize noBidSize imbalance }
+    costToBuy(side: YES, size: "100") { filled amount averagePrice worstPrice slippage complete }
+    proceedsToSell(side: YES, size: "100") { filled amount averagePrice }
+  }
+}"#,
+    },
+    Example {
+        field: "bookSnapshots",
+        title: "The book every 10 minutes over an hour, in one request",
+        query: r#"{
+  bookSnapshots(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
+                to: "2026-03-01T15:00:00Z", intervalSeconds: 600, depth: 3) {
+    at complete bestYesBid yesAsk midpoint
+    yesBids { price size }
+  }
+}"#,
+    },
+    Example {
+        field: "deltas",
+        title: "The first page of deltas in a range (continue with after: pageInfo.endCursor)",
+        query: r#"{
+  deltas(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
+         to: "2026-03-01T15:00:00Z", first: 3) {
+    edges { cursor node { at receivedAt side price delta seq } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#,
+    },
+    Example {
+        field: "trades",
+        title: "The first page of trades in a range",
+        query: r#"{
+  trades(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
+         to: "2026-03-01T15:00:00Z", first: 3) {
+    nodes { at tradeId yesPrice noPrice count takerSide }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#,
+    },
+    Example {
+        field: "markets",
+        title: "Active markets whose ticker or title mentions EXAMPLE, with what was recorded of each",
+        query: r#"{
+  markets(status: "active", search: "example", first: 10) {
+    nodes { ticker title status closeTime coverage { firstRecordedAt lastRecordedAt deltaCount gapCount } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#,
+    },
+    Example {
+        field: "market",
+        title: "One market's metadata, tick structure and coverage",
+        query: r#"{
+  market(ticker: "KXEXAMPLE-26MAR01-B50") {
+    ticker eventTicker seriesTicker title subtitle status openTime closeTime
+    priceLevelStructure priceRanges { start end step }
+    coverage { firstRecordedAt lastRecordedAt openGapCount }
+  }
+}"#,
+    },
+    Example {
+        field: "candles",
+        title: "15-minute trade candles and midpoint candles",
+        query: r#"{
+  trades: candles(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
+                  to: "2026-03-01T15:00:00Z", intervalMinutes: 15, source: TRADES) {
+    start open high low close volume count
+  }
+  quotes: candles(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
+                  to: "2026-03-01T15:00:00Z", intervalMinutes: 15, source: MIDPOINT) {
+    start open close spreadLow spreadHigh spreadAverage
+  }
+}"#,
+    },
+    Example {
+        field: "feedGaps",
+        title: "Recorded gaps of a market over a day",
+        query: r#"{
+  feedGaps(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T00:00:00Z", to: "2026-03-02T00:00:00Z") {
+    kind channel start end recovered detail
+  }
+}"#,
+    },
+    Example {
+        field: "coverage",
+        title: "What was recorded of a market over a day",
+        query: r#"{
+  coverage(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T00:00:00Z", to: "2026-03-02T00:00:00Z") {
+    firstRecordedAt lastRecordedAt deltaCount snapshotCount tradeCount gapCount openGapCount incompleteSeconds
+  }
+}"#,
+    },
+];
+
+/// The SDL parsed back: the schema's own descriptions are the documentation.
+struct Parsed {
+    types: Vec<TypeDefinition>,
+}
+
+impl Parsed {
+    fn new() -> Self {
+        let document =
+            async_graphql::parser::parse_schema(super::sdl()).expect("the schema's own SDL parses");
+        let types = document
+            .definitions
+            .into_iter()
+            .filter_map(|d| match d {
+                TypeSystemDefinition::Type(t) => Some(t.node),
+                _ => None,
+            })
+            .collect();
+        Self { types }
+    }
+
+    fn query_fields(&self) -> Vec<&FieldDefinition> {
+        self.types
+            .iter()
+            .find(|t| t.name.node == "Query")
+            .and_then(|t| match &t.kind {
+                TypeKind::Object(object) => Some(object.fields.iter().map(|f| &f.node).collect()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The names of the schema's query fields, in order.
+#[must_use]
+pub fn query_field_names() -> Vec<String> {
+    Parsed::new()
+        .query_fields()
+        .iter()
+        .map(|f| f.name.node.to_string())
+        .collect()
+}
+
+fn description(text: Option<&async_graphql::Positioned<String>>) -> String {
+    text.map(|d| d.node.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The first sentence of a description ("e.g. " and "i.e. " do not end one).
+fn first_sentence(text: &str) -> &str {
+    let mut from = 0;
+    while let Some(found) = text[from..].find(". ") {
+        let end = from + found;
+        if !(text[..end].ends_with("e.g") || text[..end].ends_with("i.e")) {
+            return &text[..=end];
+        }
+        from = end + 2;
+    }
+    text
+}
+
+fn signature(field: &FieldDefinition) -> String {
+    let args: Vec<String> = field
+        .arguments
+        .iter()
+        .map(|a| {
+            let default = a
+                .node
+                .default_value
+                .as_ref()
+                .map(|d| format!(" = {}", d.node))
+                .unwrap_or_default();
+            format!("{}: {}{default}", a.node.name.node, a.node.ty.node)
+        })
+        .collect();
+    if args.is_empty() {
+        format!("{}: {}", field.name.node, field.ty.node)
+    } else {
+        format!(
+            "{}({}): {}",
+            field.name.node,
+            args.join(", "),
+            field.ty.node
+        )
+    }
+}
+
+const INTRO: &str = "KalshiBook records every level-2 order book change of every Kalshi market and serves it back over one GraphQL endpoint: the exact book at any instant, the raw deltas and trades, candles, feed gaps and book analytics (depth, imbalance, cost of a market order).";
+
+const CONVENTIONS: &str = "\
+- Endpoint: `POST /graphql` with a JSON body `{\"query\": \"...\", \"variables\": {...}}`; `GET /graphql?query=...` also works. Responses are JSON `{\"data\": ..., \"errors\": [...]}`.
+- Prices are strings in dollars with 4 decimals (`\"0.5600\"`); sizes are strings in contracts with 2 decimals (`\"10.00\"`); derived amounts are `Decimal` strings whose decimals each field states. Never floats.
+- Times are RFC 3339 strings; answers are UTC with microseconds. All times are the exchange's clock.
+- Ranges are half-open `[from, to)`. Lists are paged with `first` and `after` (pass the previous `pageInfo.endCursor`; cursors stay valid while new data arrives).
+- Kalshi quotes bids only: the YES ask is $1 − the best NO bid. `costToBuy(side: YES)` walks the NO bids.
+- A book's `complete` is false inside a recorded feed gap (`status: IN_GAP`) or when nothing was recorded in the 2 hours before the instant (`status: NOT_RECORDED`, ladders null).
+- Every error has `extensions.code`: BAD_INPUT (fix the argument named in `extensions.argument`), NOT_FOUND (unknown ticker), UNAVAILABLE (retry in a few seconds), TIMEOUT (ask for less), INTERNAL (retry; report the reference); with API keys: UNAUTHENTICATED (HTTP 401), FORBIDDEN (403), CREDITS_EXHAUSTED and RATE_LIMITED (429, `Retry-After`).";
+
+fn limits_text() -> String {
+    format!(
+        "\
+- book depth: 1 to {} levels per side (default {})
+- page size `first`: 1 to {} (default {})
+- `deltas`/`trades` range: at most {}; `feedGaps`/`coverage` range: at most {}
+- `bookSnapshots`: at most {} instants spanning at most {}
+- `candles`: at most {} candles of 1 to {} minutes
+- each database query: at most {} s
+- a request: at most {} levels of nesting, cost {} (orderbook {}, bookSnapshots {}, deltas/trades page {}, candles {}, markets/market/feedGaps/coverage {}, other fields 1), query text {} bytes, body {} bytes",
+        limits::MAX_BOOK_DEPTH,
+        limits::DEFAULT_BOOK_DEPTH,
+        limits::MAX_PAGE_SIZE,
+        limits::DEFAULT_PAGE_SIZE,
+        super::args::human(limits::MAX_EVENTS_RANGE),
+        super::args::human(limits::MAX_GAPS_RANGE),
+        limits::MAX_SNAPSHOT_INSTANTS,
+        super::args::human(limits::MAX_SNAPSHOTS_RANGE),
+        limits::MAX_CANDLES,
+        limits::MAX_CANDLE_MINUTES,
+        limits::QUERY_TIMEOUT.as_secs(),
+        limits::MAX_DEPTH,
+        limits::MAX_COMPLEXITY,
+        limits::COST_ORDERBOOK,
+        limits::COST_BOOK_SNAPSHOTS,
+        limits::COST_EVENTS_PAGE,
+        limits::COST_CANDLES,
+        limits::COST_MARKETS,
+        limits::MAX_QUERY_BYTES,
+        limits::MAX_BODY_BYTES,
+    )
+}
+
+static LLMS_TXT: LazyLock<String> = LazyLock::new(|| {
+    let parsed = Parsed::new();
+    let mut out = String::new();
+    let _ = writeln!(out, "# KalshiBook\n\n> {INTRO}\n");
+    let _ = writeln!(
+        out,
+        "One GraphQL endpoint: `POST /graphql` (JSON) or `GET /graphql?query=...`; GraphiQL in a browser at `/graphql`. The full reference with an example per query is `/llms-full.txt`.\n"
+    );
+    let _ = writeln!(out, "## Conventions\n\n{CONVENTIONS}\n");
+    let _ = writeln!(out, "## Queries\n");
+    for field in parsed.query_fields() {
+        let _ = writeln!(
+            out,
+            "- `{}`: {}",
+            field.name.node,
+            first_sentence(&description(field.description.as_ref()))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Docs\n\n- [/llms-full.txt](/llms-full.txt): every query with arguments, an example, types, errors, limits and the SDL\n- [/graphql](/graphql): GraphiQL (browser) and the endpoint"
+    );
+    out
+});
+
+static LLMS_FULL_TXT: LazyLock<String> = LazyLock::new(|| {
+    let parsed = Parsed::new();
+    let mut out = String::new();
+    let _ = writeln!(out, "# KalshiBook API reference\n\n> {INTRO}\n");
+    let _ = writeln!(out, "## Conventions\n\n{CONVENTIONS}\n");
+    let _ = writeln!(out, "## Limits\n\n{}\n", limits_text());
+    let _ = writeln!(out, "## Queries\n");
+    for field in parsed.query_fields() {
+        let name = field.name.node.as_str();
+        let _ = writeln!(out, "### {name}\n\n`{}`\n", signature(field));
+        let _ = writeln!(out, "{}\n", description(field.description.as_ref()));
+        if !field.arguments.is_empty() {
+            let _ = writeln!(out, "Arguments:");
+            for arg in &field.arguments {
+                let _ = writeln!(
+                    out,
+                    "- `{}` ({}): {}",
+                    arg.node.name.node,
+                    arg.node.ty.node,
+                    description(arg.node.description.as_ref())
+                );
+            }
+            let _ = writeln!(out);
+        }
+        for example in EXAMPLES.iter().filter(|e| e.field == name) {
+            let _ = writeln!(
+                out,
+                "Example — {}:\n\n```graphql\n{}\n```\n",
+                example.title, example.query
+            );
+        }
+    }
+    let _ = writeln!(out, "## Types\n");
+    for ty in &parsed.types {
+        if ty.name.node == "Query" || ty.name.node.starts_with("__") {
+            continue;
+        }
+        let kind = match &ty.kind {
+            TypeKind::Scalar => "scalar",
+            TypeKind::Object(_) => "type",
+            TypeKind::Enum(_) => "enum",
+            TypeKind::InputObject(_) => "input",
+            TypeKind::Interface(_) => "interface",
+            TypeKind::Union(_) => "union",
+        };
+        let _ = writeln!(
+            out,
+            "### {kind} {}\n\n{}\n",
+            ty.name.node,
+            description(ty.description.as_ref())
+        );
+        match &ty.kind {
+            TypeKind::Object(object) => {
+                for field in &object.fields {
+                    let _ = writeln!(
+                        out,
+                        "- `{}`: {}",
+                        signature(&field.node),
+                        description(field.node.description.as_ref())
+                    );
+                }
+                let _ = writeln!(out);
+            }
+            TypeKind::Enum(values) => {
+                for value in &values.values {
+                    let _ = writeln!(
+                        out,
+                        "- `{}`: {}",
+                        value.node.value.node,
+                        description(value.node.description.as_ref())
+                    );
+                }
+                let _ = writeln!(out);
+            }
+            _ => {}
+        }
+    }
+    let _ = writeln!(out, "## Schema (SDL)\n\n```graphql\n{}```", super::sdl());
+    out
+});
+
+/// The short guide served at `/llms.txt`.
+#[must_use]
+pub fn llms_txt() -> &'static str {
+    &LLMS_TXT
+}
+
+/// The full reference served at `/llms-full.txt`.
+#[must_use]
+pub fn llms_full_txt() -> &'static str {
+    &LLMS_FULL_TXT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_field_has_an_example_and_a_section() {
+        let full = llms_full_txt();
+        let short = llms_txt();
+        for name in query_field_names() {
+            assert!(
+                EXAMPLES.iter().any(|e| e.field == name),
+                "no example for query field {name}"
+            );
+            assert!(full.contains(&format!("### {name}\n")), "{name}");
+            assert!(short.contains(&format!("- `{name}`:")), "{name}");
+        }
+        for example in EXAMPLES {
+            assert!(full.contains(example.query), "{}", example.field);
+            assert!(
+                query_field_names().iter().any(|n| n == example.field),
+                "example for a field that does not exist: {}",
+                example.field
+            );
+        }
+    }
+
+    #[test]
+    fn first_sentences_skip_abbreviations() {
+        assert_eq!(
+            first_sentence("The version, e.g. \"0.1.0\". Costs nothing."),
+            "The version, e.g. \"0.1.0\"."
+        );
+        assert_eq!(first_sentence("One. Two."), "One.");
+        assert_eq!(first_sentence("No end"), "No end");
+    }
+
+    #[tokio::test]
+    async fn every_example_passes_validation() {
+        // Without a store the resolvers answer INTERNAL; anything else (BAD_INPUT) means the
+        // example does not fit the schema or its limits.
+        let schema = super::super::schema();
+        for example in EXAMPLES {
+            let response = schema.execute(example.query).await;
+            for error in &response.errors {
+                let code = error
+                    .extensions
+                    .as_ref()
+                    .and_then(|e| e.get("code"))
+                    .cloned();
+                assert_eq!(
+                    code,
+                    Some(async_graphql::Value::from("INTERNAL")),
+                    "{}: {error:?}",
+                    example.field
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The GraphQL schema: one endpoint for books, deltas, trades, markets, candles, gaps and
+//! analytics over recorded history.
+//!
+//! `query` holds the resolvers (thin), `types` the views they return, `scalars` the exact
+//! decimal and time scalars, `error` the codes every error carries, `context` the caller,
+//! meter and store a resolver reaches, `limits` every bound, `llms` the documentation served
+//! to agents. `schema.graphql` is generated from this (checked by a test).
+
+pub mod analytics;
+pub mod args;
+pub mod context;
+pub mod cursor;
+pub mod error;
+pub mod limits;
+pub mod llms;
+pub mod query;
+pub mod scalars;
+pub mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+
+pub use context::{Caller, Meter, PricedField, Principal, Store};
+pub use error::ApiError;
+pub use query::QueryRoot;
+
+pub type KalshiBookSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+
+/// Builds the schema with its limits, reading from `store` and charging through `meter`.
+/// Without a store (SDL generation) every data field answers INTERNAL.
+#[must_use]
+pub fn build(store: Option<Store>, meter: Option<Arc<dyn Meter>>) -> KalshiBookSchema {
+    let mut builder = Schema::build(QueryRoot, EmptyMutation, EmptySubscription)
+        .limit_depth(limits::MAX_DEPTH)
+        .limit_complexity(limits::MAX_COMPLEXITY)
+        .limit_recursive_depth(limits::MAX_BRACKET_NESTING)
+        .limit_directives(8)
+        .extension(error::ErrorCodes);
+    if let Some(store) = store {
+        builder = builder.data(store);
+    }
+    if let Some(meter) = meter {
+        builder = builder.data(meter);
+    }
+    builder.finish()
+}
+
+/// The schema without a store: for its SDL and for validating documents.
+#[must_use]
+pub fn schema() -> KalshiBookSchema {
+    build(None, None)
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+#[must_use]
+pub fn sdl() -> String {
+    schema().sdl()
+}
+
+/// Now on the server's clock, Unix µs: the default instant of `orderbook`.
+#[must_use]
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}

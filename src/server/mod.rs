@@ -1,0 +1,174 @@
+//! The HTTP front: axum router, shared state, health, readiness and metrics endpoints,
+//! `/graphql` (POST, GET, GraphiQL) and the agent documentation `/llms.txt`, `/llms-full.txt`.
+
+mod graphql_http;
+mod health;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::{clickhouse, graphql, postgres, telemetry};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub clickhouse: ::clickhouse::Client,
+    pub postgres: deadpool_postgres::Pool,
+    pub metrics: PrometheusHandle,
+    pub ready_timeout: Duration,
+    /// Present when the collector runs in this process; `/readyz` then reports it too.
+    pub collector: Option<CollectorProbe>,
+    /// Charges GraphQL callers (installed by the accounts layer); `None`: queries are free.
+    pub meter: Option<std::sync::Arc<dyn graphql::Meter>>,
+}
+
+/// What the server can see of an in-process collector.
+#[derive(Clone)]
+pub struct CollectorProbe {
+    pub health: std::sync::Arc<crate::collector::feed::FeedHealth>,
+    pub writer: crate::collector::writer::Writer,
+}
+
+impl AppState {
+    /// Builds clients for the configured databases. Connects lazily: a server whose
+    /// databases are down still starts, and `/readyz` says which one is missing.
+    ///
+    /// # Errors
+    /// When the Postgres URL cannot be turned into a pool.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        telemetry::install_crypto_provider();
+        Ok(Self {
+            clickhouse: clickhouse::client(&config.clickhouse),
+            postgres: postgres::pool(&config.postgres)?,
+            metrics: telemetry::metrics_handle(),
+            ready_timeout: config.ready_timeout,
+            collector: None,
+            meter: None,
+        })
+    }
+}
+
+/// The whole HTTP surface, ready to serve; tests drive this same router.
+pub fn app(state: AppState) -> Router {
+    let schema = graphql::build(
+        Some(graphql::Store::new(&state.clickhouse)),
+        state.meter.clone(),
+    );
+    let api = Router::new()
+        .route("/graphql", get(graphql_http::get).post(graphql_http::post))
+        .layer(DefaultBodyLimit::max(graphql::limits::MAX_BODY_BYTES))
+        .with_state(graphql_http::GraphqlState { schema });
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics))
+        .route("/llms.txt", get(llms_txt))
+        .route("/llms-full.txt", get(llms_full_txt))
+        .with_state(state)
+        .merge(api)
+        .layer(middleware::from_fn(record_request))
+}
+
+/// Binds `config.listen_addr` and serves until `shutdown` is cancelled, then lets in-flight
+/// requests finish.
+///
+/// # Errors
+/// When the address cannot be bound or the state cannot be built.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut state = AppState::new(&config)?;
+    let collector = if config.collect {
+        let collector =
+            crate::collector::start(&config, crate::live::Bus::default(), shutdown.clone()).await?;
+        state.collector = Some(CollectorProbe {
+            health: collector.health.clone(),
+            writer: collector.writer.clone(),
+        });
+        Some(collector)
+    } else {
+        None
+    };
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on KALSHIBOOK_LISTEN_ADDR={}",
+                config.listen_addr
+            )
+        })?;
+    let served = serve_on(listener, state, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(collector) = collector {
+        collector.join().await;
+    }
+    served
+}
+
+/// Serves on an already-bound listener (tests bind port 0).
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, "serving: /graphql /llms.txt /healthz /readyz /metrics");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// `/llms.txt`: what the API is and how to call it, for agents (generated from the schema).
+async fn llms_txt() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        graphql::llms::llms_txt(),
+    )
+}
+
+/// `/llms-full.txt`: every query with an example, the scalars, errors, limits and the SDL.
+async fn llms_full_txt() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        graphql::llms::llms_full_txt(),
+    )
+}
+
+/// Counts requests and their latency per route and status.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

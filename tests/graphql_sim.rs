@@ -1,0 +1,448 @@
+//! The history API end to end: the simulated exchange → the collector → ClickHouse → the
+//! GraphQL server over HTTP. Books served by `orderbook(at:)` must equal the exchange's truth
+//! at many instants (random ones, and ones just before and after every snapshot and gap),
+//! be flagged incomplete inside recorded gaps, and equal the book-at-T SQL exactly;
+//! `bookSnapshots` must equal repeated `orderbook` calls; and paging `deltas` while the
+//! collector keeps inserting must return every delta once, in order.
+
+mod api;
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use api::{BOOK_FIELDS, TestServer, book_of, delta_position, micros, now_us, rfc3339};
+use clickhouse::Row;
+use common::TestEnv;
+use kalshibook::clickhouse::book::book_at;
+use kalshibook::config::Config;
+use kalshibook::live::Bus;
+use kalshibook::sim::{Sim, SimConfig, SimHandle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Row, Deserialize)]
+struct GapRow {
+    market: String,
+    ts_start: i64,
+    ts_end: Option<i64>,
+}
+
+async fn gaps(client: &clickhouse::Client) -> Vec<GapRow> {
+    client
+        .query(
+            "SELECT market, toUnixTimestamp64Micro(ts_start) AS ts_start, \
+             toUnixTimestamp64Micro(ts_end) AS ts_end FROM feed_gaps FINAL \
+             WHERE market != '' ORDER BY market, ts_start",
+        )
+        .fetch_all::<GapRow>()
+        .await
+        .expect("read feed_gaps")
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct SnapshotTs {
+    market: String,
+    ts_us: i64,
+}
+
+async fn snapshot_instants(client: &clickhouse::Client) -> Vec<SnapshotTs> {
+    client
+        .query("SELECT market, toUnixTimestamp64Micro(ts) AS ts_us FROM snapshots ORDER BY market, ts_us")
+        .fetch_all::<SnapshotTs>()
+        .await
+        .expect("read snapshots")
+}
+
+#[derive(Debug, Row, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+struct Position {
+    ts_us: i64,
+    conn: u64,
+    seq: u64,
+}
+
+async fn start_sim() -> (SimHandle, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let sim = Sim::start(
+        SimConfig {
+            markets: 8,
+            seed: 0x6b62_a001,
+            events_per_sec: 300,
+            sub_cent_pct: 40,
+            record_sent_deltas: false,
+            ..SimConfig::default()
+        },
+        listener,
+        shutdown.clone(),
+    )
+    .expect("start the simulator");
+    (sim, shutdown)
+}
+
+fn collector_config(env: &TestEnv, sim: &SimHandle) -> Config {
+    let mut config = env.config.clone();
+    config.kalshi.ws_url = sim.ws_url();
+    config.kalshi.rest_url = sim.rest_url();
+    config.spool_dir = std::env::temp_dir().join(format!("{}_spool", env.name));
+    config.collector.markets_per_subscription = 4;
+    config
+}
+
+async fn wait_subscribed(sim: &SimHandle) {
+    let wanted = sim.active_markets().len();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        sim.wait_until(|s| {
+            s.connection_ids()
+                .iter()
+                .any(|c| s.subscribed_markets(*c).len() >= wanted)
+        }),
+    )
+    .await
+    .expect("the collector subscribes to every market");
+}
+
+/// Polls until the stored book of every market equals the exchange's (the exchange must be
+/// paused): the collector has caught up and every gap is resynchronised.
+async fn wait_caught_up(client: &clickhouse::Client, sim: &SimHandle) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut behind = Vec::new();
+        for market in sim.markets() {
+            let stored = book_at(client, &market, now_us() + 60_000_000)
+                .await
+                .expect("book_at");
+            if stored.map(|b| b.book) != sim.book(&market) {
+                behind.push(market);
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stored books never caught up: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Pacing only: lets the exchange trade for a while. No assertion depends on how much.
+async fn trade_for(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
+const DELTAS_PAGE: &str = "query($t: String!, $from: DateTime!, $to: DateTime!, $after: String) {
+  deltas(ticker: $t, from: $from, to: $to, first: 37, after: $after) {
+    edges { cursor node { at side price delta seq } }
+    pageInfo { hasNextPage endCursor startCursor }
+  }
+}";
+
+/// Pages through `deltas` from `after` until a page says nothing follows; returns the
+/// positions read and the cursor to continue from.
+async fn page_deltas(
+    server: &TestServer,
+    ticker: &str,
+    range: (i64, i64),
+    mut after: Option<String>,
+    positions: &mut Vec<(i64, u64, u64)>,
+) -> Option<String> {
+    loop {
+        let data = server
+            .data(
+                DELTAS_PAGE,
+                json!({ "t": ticker, "from": rfc3339(range.0), "to": rfc3339(range.1), "after": after }),
+            )
+            .await;
+        let page = &data["deltas"];
+        let edges = page["edges"].as_array().expect("edges");
+        for edge in edges {
+            let position = delta_position(edge["cursor"].as_str().unwrap());
+            assert_eq!(micros(&edge["node"]["at"]), position.0);
+            assert_eq!(edge["node"]["seq"].as_u64(), Some(position.2));
+            positions.push(position);
+        }
+        if let Some(end) = page["pageInfo"]["endCursor"].as_str() {
+            after = Some(end.to_owned());
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            return after;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_the_exchange_books_and_deltas_recorded_by_the_collector() {
+    let env = TestEnv::migrated().await;
+    let (sim, sim_shutdown) = start_sim().await;
+    let config = collector_config(&env, &sim);
+    let shutdown = CancellationToken::new();
+    let collector = kalshibook::collector::start(&config, Bus::default(), shutdown.clone())
+        .await
+        .expect("start the collector");
+    let server = TestServer::start(&env.config).await;
+    let client = env.clickhouse();
+    let started = now_us();
+    wait_subscribed(&sim).await;
+    let paged_market = sim.active_markets()[0].clone();
+    let range = (started, started + 3_600_000_000);
+
+    // Page deltas while the exchange trades and faults happen; the collector keeps inserting.
+    let mut positions = Vec::new();
+    let mut after = None;
+    let mut pages_while_inserting = 0;
+    for round in 0..12 {
+        after = page_deltas(&server, &paged_market, range, after, &mut positions).await;
+        pages_while_inserting += 1;
+        match round {
+            3 => {
+                // A lost frame is noticed when the next one on its subscription arrives.
+                sim.drop_next(3);
+                sim.step(400);
+            }
+            7 => {
+                let before = sim.connection_ids();
+                sim.disconnect_all();
+                sim.wait_until(|s| s.connection_ids().iter().any(|c| !before.contains(c)))
+                    .await;
+                wait_subscribed(&sim).await;
+            }
+            _ => {}
+        }
+        trade_for(Duration::from_millis(700)).await;
+    }
+    sim.pause_generation();
+    wait_caught_up(&client, &sim).await;
+    page_deltas(&server, &paged_market, range, after, &mut positions).await;
+
+    // Every stored delta of the range, once, in exchange order.
+    let stored = client
+        .query(
+            "SELECT toUnixTimestamp64Micro(ts) AS ts_us, conn, seq FROM deltas \
+             WHERE market = ? AND ts >= fromUnixTimestamp64Micro(?, 'UTC') \
+             AND ts < fromUnixTimestamp64Micro(?, 'UTC') ORDER BY ts, conn, seq",
+        )
+        .bind(&paged_market)
+        .bind(range.0)
+        .bind(range.1)
+        .fetch_all::<Position>()
+        .await
+        .expect("read deltas");
+    let stored: Vec<(i64, u64, u64)> = stored.iter().map(|p| (p.ts_us, p.conn, p.seq)).collect();
+    assert!(stored.len() > 200, "only {} deltas stored", stored.len());
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "pages are in strictly increasing (ts, conn, seq) order"
+    );
+    assert_eq!(
+        positions, stored,
+        "paging returned every stored delta exactly once"
+    );
+    eprintln!(
+        "paged {} deltas of {paged_market} over {pages_while_inserting} rounds while inserting",
+        positions.len()
+    );
+
+    compare_books(&server, &client, &sim).await;
+    compare_book_snapshots(&server, &sim).await;
+
+    server.stop().await;
+    shutdown.cancel();
+    collector.join().await;
+    sim_shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&config.spool_dir);
+    env.cleanup().await;
+}
+
+const ORDERBOOK: &str =
+    "query($t: String!, $at: DateTime!) { orderbook(ticker: $t, at: $at, depth: 1000) { BOOK } }";
+
+async fn orderbook(server: &TestServer, ticker: &str, at: i64) -> Value {
+    let query = ORDERBOOK.replace("BOOK", BOOK_FIELDS);
+    let data = server
+        .data(&query, json!({ "t": ticker, "at": rfc3339(at) }))
+        .await;
+    data["orderbook"].clone()
+}
+
+/// The end of the millisecond containing `us`: every change stamped in it has happened.
+fn end_of_ms(us: i64) -> i64 {
+    us.div_euclid(1000) * 1000 + 999
+}
+
+async fn compare_books(server: &TestServer, client: &clickhouse::Client, sim: &SimHandle) {
+    let gaps = gaps(client).await;
+    let snapshots = snapshot_instants(client).await;
+    assert!(!gaps.is_empty(), "the faults left recorded gaps");
+    let mut rng = StdRng::seed_from_u64(7);
+    let (mut with_truth, mut in_gaps, mut not_recorded, mut exact) = (0, 0, 0, 0);
+    for market in sim.markets() {
+        let spans: Vec<(i64, i64)> = gaps
+            .iter()
+            .filter(|g| g.market == market)
+            .map(|g| (g.ts_start, g.ts_end.unwrap_or(i64::MAX)))
+            .collect();
+        let truth = sim.truth(&market);
+        let (Some(first), Some(last)) = (truth.first(), truth.last()) else {
+            continue;
+        };
+        let (first_ms, last_ms) = (first.0, last.0);
+        let mut instants: BTreeSet<i64> = (0..40)
+            .map(|_| end_of_ms(rng.random_range(first_ms..=last_ms) * 1000))
+            .collect();
+        instants.extend((0..10).map(|_| rng.random_range(first_ms * 1000..=last_ms * 1000 + 999)));
+        for snapshot in snapshots.iter().filter(|s| s.market == market) {
+            let t = snapshot.ts_us;
+            instants.extend([t - 1, t, t + 1, end_of_ms(t), end_of_ms(t) - 1000]);
+        }
+        for &(start, end) in &spans {
+            instants.extend([start - 1, start, start + 1, end_of_ms(start)]);
+            if end != i64::MAX {
+                instants.extend([(start + end) / 2, end - 1, end, end + 1, end_of_ms(end)]);
+            }
+        }
+        for at in instants {
+            let answer = orderbook(server, &market, at).await;
+            let in_gap = spans.iter().any(|(s, e)| *s <= at && at < *e);
+            // Exactly the book-at-T SQL, at any microsecond.
+            let sql = book_at(client, &market, at).await.expect("book_at");
+            assert_eq!(
+                book_of(&answer),
+                sql.as_ref().map(|b| b.book.clone()),
+                "{market} at {at}: the API serves the book-at-T SQL"
+            );
+            assert_eq!(
+                answer["seq"].as_u64(),
+                sql.as_ref().map(|b| b.position.seq),
+                "{market} at {at}"
+            );
+            assert_eq!(
+                answer["lastUpdateAt"]
+                    .as_str()
+                    .map(|_| micros(&answer["lastUpdateAt"])),
+                sql.as_ref().map(|b| b.position.ts_us)
+            );
+            assert_eq!(micros(&answer["at"]), at);
+            exact += 1;
+            let complete = answer["complete"].as_bool().expect("complete");
+            if in_gap {
+                assert!(!complete, "{market} at {at} lies in a gap: {answer}");
+                in_gaps += 1;
+                continue;
+            }
+            if sql.is_none() {
+                assert_eq!(answer["status"], "NOT_RECORDED");
+                assert!(!complete);
+                assert!(answer["yesBids"].is_null());
+                not_recorded += 1;
+                continue;
+            }
+            assert!(complete, "{market} at {at} outside every gap: {answer}");
+            assert_eq!(answer["status"], "COMPLETE");
+            if at == end_of_ms(at) {
+                assert_eq!(
+                    book_of(&answer),
+                    sim.book_at(&market, at.div_euclid(1000)),
+                    "{market} at {at}: the exchange's book"
+                );
+                check_top_of_book(&answer);
+                with_truth += 1;
+            }
+        }
+    }
+    eprintln!(
+        "orderbook: {exact} instants equal to the SQL, {with_truth} equal to the exchange's truth, \
+         {in_gaps} inside gaps (incomplete), {not_recorded} before recording"
+    );
+    assert!(
+        with_truth > 250,
+        "compared only {with_truth} instants with the truth"
+    );
+    assert!(in_gaps > 10, "checked only {in_gaps} instants inside gaps");
+}
+
+/// The derived top-of-book fields agree with the ladders.
+fn check_top_of_book(answer: &Value) {
+    let best = |key: &str| -> Option<u32> {
+        answer[key][0]["price"]
+            .as_str()
+            .map(|p| p.parse::<kalshibook::market::Price>().unwrap().units())
+    };
+    let (yes, no) = (best("yesBids"), best("noBids"));
+    assert_eq!(
+        answer["bestYesBid"]
+            .as_str()
+            .map(|p| p.parse::<kalshibook::market::Price>().unwrap().units()),
+        yes
+    );
+    if let Some(no) = no {
+        assert_eq!(
+            answer["yesAsk"]
+                .as_str()
+                .unwrap()
+                .parse::<kalshibook::market::Price>()
+                .unwrap()
+                .units(),
+            10_000 - no
+        );
+    }
+    if let (Some(yes), Some(no)) = (yes, no) {
+        let mid2 = i64::from(yes) + 10_000 - i64::from(no);
+        let midpoint = answer["midpoint"].as_str().unwrap();
+        assert_eq!(
+            midpoint,
+            format!("{}.{:05}", mid2 * 5 / 100_000, mid2 * 5 % 100_000),
+            "{answer}"
+        );
+    } else {
+        assert!(answer["midpoint"].is_null());
+    }
+}
+
+const SNAPSHOTS: &str = "query($t: String!, $from: DateTime!, $to: DateTime!, $every: Int!) {
+  bookSnapshots(ticker: $t, from: $from, to: $to, intervalSeconds: $every, depth: 1000) { BOOK }
+}";
+
+/// `bookSnapshots` (one query) equals `orderbook` called at each of its instants.
+async fn compare_book_snapshots(server: &TestServer, sim: &SimHandle) {
+    let query = SNAPSHOTS.replace("BOOK", BOOK_FIELDS);
+    let mut compared = 0;
+    for market in sim.markets().iter().take(4) {
+        let truth = sim.truth(market);
+        let (Some(first), Some(last)) = (truth.first(), truth.last()) else {
+            continue;
+        };
+        // Offsets that are not whole seconds, so instants fall everywhere in a second; the
+        // range starts before the first snapshot so that some books are not recorded.
+        for offset_us in [0, 137_000, 511_111, 999_999] {
+            let from = first.0 * 1000 - 2_000_000 + offset_us;
+            let to = last.0 * 1000 + 2_000_000;
+            let data = server
+                .data(
+                    &query,
+                    json!({ "t": market, "from": rfc3339(from), "to": rfc3339(to), "every": 1 }),
+                )
+                .await;
+            let books = data["bookSnapshots"].as_array().expect("books");
+            assert_eq!(books.len() as i64, (to - from + 999_999) / 1_000_000);
+            for (i, book) in books.iter().enumerate() {
+                let at = from + i as i64 * 1_000_000;
+                assert_eq!(micros(&book["at"]), at);
+                assert_eq!(
+                    book,
+                    &orderbook(server, market, at).await,
+                    "{market}: bookSnapshots[{i}] at {at}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    eprintln!("bookSnapshots: {compared} books equal to orderbook(at:)");
+    assert!(compared > 100, "compared only {compared} books");
+}
