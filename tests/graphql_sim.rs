@@ -107,6 +107,28 @@ async fn wait_subscribed(sim: &SimHandle) {
     .expect("the collector subscribes to every market");
 }
 
+/// Polls until the collector has stored `market`'s metadata: before that the API rightly
+/// answers `NOT_FOUND` for it.
+async fn wait_market_stored(client: &clickhouse::Client, market: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored: u64 = client
+            .query("SELECT count() FROM markets WHERE ticker = ?")
+            .bind(market)
+            .fetch_one()
+            .await
+            .expect("read markets");
+        if stored > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the collector never stored {market}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls until the stored book of every market equals the exchange's (the exchange must be
 /// paused): the collector has caught up and every gap is resynchronised.
 async fn wait_caught_up(client: &clickhouse::Client, sim: &SimHandle) {
@@ -191,6 +213,7 @@ async fn the_api_serves_the_exchange_books_and_deltas_recorded_by_the_collector(
     let started = now_us();
     wait_subscribed(&sim).await;
     let paged_market = sim.active_markets()[0].clone();
+    wait_market_stored(&client, &paged_market).await;
     let range = (started, started + 3_600_000_000);
 
     // Page deltas while the exchange trades and faults happen; the collector keeps inserting.
