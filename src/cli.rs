@@ -56,6 +56,9 @@ pub enum BenchCommand {
     /// p50/p99 of `orderbook(at:)` through the API (HTTP) against the same SQL straight to
     /// ClickHouse, on a generated market with 10 M deltas over 30 days.
     Query(crate::bench::QueryArgs),
+    /// p50/p99 of the same query through the API with authentication, rate limiting and
+    /// credit metering on and off, in one run, and the latency they add.
+    Auth(crate::bench::AuthArgs),
 }
 
 /// Runs one command to completion.
@@ -99,6 +102,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             telemetry::init_logging(&config.log)?;
             crate::bench::ingest(&config, &args).await
+        }
+        Command::Bench(BenchCommand::Auth(args)) => {
+            let config = Config::from_env()?;
+            telemetry::init_logging(&config.log)?;
+            crate::bench::auth(&config, &args).await
         }
         Command::Bench(BenchCommand::Query(args)) => {
             let config = Config::from_env()?;

@@ -3,12 +3,15 @@
 //!
 //! `query` holds the resolvers (thin), `types` the views they return, `scalars` the exact
 //! decimal and time scalars, `error` the codes every error carries, `context` the caller,
-//! meter and store a resolver reaches, `limits` every bound, `llms` the documentation served
+//! store and accounts a resolver reaches, `cost` the price of a parsed request, `account`
+//! sign-in, keys and `me`, `limits` every bound, `llms` the documentation served
 //! to agents. `schema.graphql` is generated from this (checked by a test).
 
+pub mod account;
 pub mod analytics;
 pub mod args;
 pub mod context;
+pub mod cost;
 pub mod cursor;
 pub mod error;
 pub mod limits;
@@ -17,21 +20,21 @@ pub mod query;
 pub mod scalars;
 pub mod types;
 
-use std::sync::Arc;
+use async_graphql::{EmptySubscription, Schema};
 
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
-
-pub use context::{Caller, Meter, PricedField, Principal, Store};
+pub use account::MutationRoot;
+pub use context::{Accounts, Caller, ClientAddr, Principal, SessionCaller, Store};
 pub use error::ApiError;
 pub use query::QueryRoot;
 
-pub type KalshiBookSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+pub type KalshiBookSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// Builds the schema with its limits, reading from `store` and charging through `meter`.
-/// Without a store (SDL generation) every data field answers INTERNAL.
+/// Builds the schema with its limits, reading market data from `store` and accounts from
+/// `accounts`. Without a store (SDL generation) every data field answers INTERNAL, without
+/// accounts every account field does.
 #[must_use]
-pub fn build(store: Option<Store>, meter: Option<Arc<dyn Meter>>) -> KalshiBookSchema {
-    let mut builder = Schema::build(QueryRoot, EmptyMutation, EmptySubscription)
+pub fn build(store: Option<Store>, accounts: Option<Accounts>) -> KalshiBookSchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .limit_depth(limits::MAX_DEPTH)
         .limit_complexity(limits::MAX_COMPLEXITY)
         .limit_recursive_depth(limits::MAX_BRACKET_NESTING)
@@ -40,8 +43,8 @@ pub fn build(store: Option<Store>, meter: Option<Arc<dyn Meter>>) -> KalshiBookS
     if let Some(store) = store {
         builder = builder.data(store);
     }
-    if let Some(meter) = meter {
-        builder = builder.data(meter);
+    if let Some(accounts) = accounts {
+        builder = builder.data(accounts);
     }
     builder.finish()
 }
