@@ -51,12 +51,17 @@ pub fn session(ctx: &Context<'_>) -> Result<(Uuid, Uuid), ApiError> {
 pub struct AuthPayload {
     /// Send as `Authorization: Bearer <accessToken>` for account operations.
     pub access_token: String,
+    /// When the access token stops being accepted (15 minutes after issue).
     pub access_token_expires_at: DateTimeScalar,
     /// Exchange for a new session with `refresh` before it expires; shown once.
     pub refresh_token: String,
+    /// When the refresh token expires (30 days after issue).
     pub refresh_token_expires_at: DateTimeScalar,
+    /// The signed-in user.
     pub user_id: ID,
+    /// The user's email, as stored.
     pub email: String,
+    /// The user's billing account: the tenant keys, credits and usage belong to.
     pub account_id: ID,
 }
 
@@ -78,10 +83,13 @@ impl From<Session> for AuthPayload {
 #[derive(SimpleObject)]
 #[graphql(name = "ApiKey")]
 pub struct ApiKeyView {
+    /// The key's id (for `revokeApiKey`); not the key.
     pub id: ID,
+    /// The label given at creation.
     pub name: String,
     /// The first characters of the key, e.g. "kb_live_AbC1", to recognise it.
     pub prefix: String,
+    /// When it was created.
     pub created_at: DateTimeScalar,
     /// Last request made with it (updated in batches, up to a minute behind).
     pub last_used_at: Option<DateTimeScalar>,
@@ -107,6 +115,7 @@ impl From<KeyInfo> for ApiKeyView {
 pub struct CreatedApiKey {
     /// The secret: send it as the `X-API-Key` header. Store it now; it cannot be shown again.
     pub key: String,
+    /// What is stored about it (what `apiKeys` lists).
     pub api_key: ApiKeyView,
 }
 
@@ -127,11 +136,17 @@ pub enum UsageGroupBy {
 
 /// One line of usage; a field is null when the query did not group by it.
 #[derive(SimpleObject)]
+#[graphql(name = "UsageRow")]
 pub struct UsageRowView {
+    /// Start of the time bucket (UTC) when grouped by MINUTE, HOUR or DAY.
     pub bucket_start: Option<DateTimeScalar>,
+    /// The key when grouped by KEY.
     pub api_key_id: Option<ID>,
+    /// The priced operation (e.g. "orderbook") when grouped by OPERATION.
     pub operation: Option<String>,
+    /// Requests counted.
     pub requests: i64,
+    /// Credits they were charged.
     pub credits: i64,
 }
 
@@ -143,8 +158,10 @@ pub struct Me {
     balance: Balance,
 }
 
+/// The caller's account: plan, credits this cycle, usage.
 #[Object]
 impl Me {
+    /// The billing account's id.
     async fn account_id(&self) -> ID {
         ID(self.account_id.to_string())
     }
@@ -174,6 +191,7 @@ impl Me {
         credits(self.balance.remaining())
     }
 
+    /// When the current billing cycle began.
     async fn cycle_start(&self) -> DateTimeScalar {
         instant(self.balance.cycle.start)
     }
@@ -188,9 +206,14 @@ impl Me {
     async fn usage(
         &self,
         ctx: &Context<'_>,
-        from: DateTimeScalar,
+        #[graphql(desc = "Start of the range (inclusive).")] from: DateTimeScalar,
+        #[graphql(desc = "End of the range (exclusive), at most 400 days after `from`.")]
         to: DateTimeScalar,
-        #[graphql(default_with = "vec![UsageGroupBy::Day]")] group_by: Vec<UsageGroupBy>,
+        #[graphql(
+            default_with = "vec![UsageGroupBy::Day]",
+            desc = "How to split: at most one of MINUTE, HOUR, DAY, plus KEY and/or OPERATION."
+        )]
+        group_by: Vec<UsageGroupBy>,
     ) -> async_graphql::Result<Vec<UsageRowView>> {
         let accounts = Accounts::of(ctx)?;
         let buckets: Vec<UsageBucket> = group_by
@@ -239,6 +262,7 @@ impl Me {
 pub struct CostEstimate {
     /// Total credits (`X-Credits-Cost` when it runs).
     pub credits: i64,
+    /// The priced operations it runs, in price-list order.
     pub operations: Vec<OperationCost>,
 }
 
@@ -249,6 +273,7 @@ pub struct OperationCost {
     pub operation: String,
     /// How many times the request runs it.
     pub count: i32,
+    /// Credits they cost together.
     pub credits: i64,
 }
 
@@ -318,6 +343,7 @@ pub async fn api_keys(ctx: &Context<'_>) -> Result<Vec<ApiKeyView>, ApiError> {
 /// Every mutation: account operations.
 pub struct MutationRoot;
 
+/// Account operations: sign-up, sign-in, sessions and API keys. They cost no credits.
 #[Object(name = "Mutation")]
 impl MutationRoot {
     /// Creates an account (Free tier: 1,000 credits a month, no card) and signs it in.
@@ -326,8 +352,8 @@ impl MutationRoot {
     async fn signup(
         &self,
         ctx: &Context<'_>,
-        email: String,
-        password: String,
+        #[graphql(desc = "The email to sign in with (case-insensitive).")] email: String,
+        #[graphql(desc = "12 to 128 characters.")] password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let accounts = Accounts::of(ctx)?;
         limit_attempt(ctx, accounts, &email)?;
@@ -344,8 +370,8 @@ impl MutationRoot {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        email: String,
-        password: String,
+        #[graphql(desc = "The account's email.")] email: String,
+        #[graphql(desc = "Its password.")] password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let accounts = Accounts::of(ctx)?;
         limit_attempt(ctx, accounts, &email)?;
@@ -361,7 +387,7 @@ impl MutationRoot {
     async fn refresh(
         &self,
         ctx: &Context<'_>,
-        refresh_token: String,
+        #[graphql(desc = "The refresh token of the current session.")] refresh_token: String,
     ) -> async_graphql::Result<AuthPayload> {
         let accounts = Accounts::of(ctx)?;
         let session = accounts
@@ -377,7 +403,7 @@ impl MutationRoot {
     async fn logout(
         &self,
         ctx: &Context<'_>,
-        refresh_token: String,
+        #[graphql(desc = "The refresh token of the session to end.")] refresh_token: String,
     ) -> async_graphql::Result<bool> {
         session(ctx)?;
         let accounts = Accounts::of(ctx)?;
@@ -410,7 +436,11 @@ impl MutationRoot {
 
     /// Revokes one of the account's keys: refused from its next request on, on every server.
     /// Needs a session. NOT_FOUND for a key that is not the account's.
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyView> {
+    async fn revoke_api_key(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The key's id, from `apiKeys` or `createApiKey`.")] id: ID,
+    ) -> async_graphql::Result<ApiKeyView> {
         let (user_id, account_id) = session(ctx)?;
         let key_id: Uuid = id.parse().map_err(|_| {
             ApiError::bad_input("id", "id is an API key id (a UUID) from `apiKeys`")
