@@ -817,10 +817,24 @@ pub async fn auth(config: &Config, args: &AuthArgs) -> anyhow::Result<()> {
     );
     let added_p50 = percentile(&metered_ms, 0.50) - percentile(&open_ms, 0.50);
     let added_p99 = percentile(&metered_ms, 0.99) - percentile(&open_ms, 0.99);
-    println!("  added by the gate: p50 {added_p50:+.3} ms   p99 {added_p99:+.3} ms");
+    let steps_p99 = percentile(&gate_ms, 0.99);
+    println!("  added by the gate (on − off): p50 {added_p50:+.3} ms   p99 {added_p99:+.3} ms");
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    println!(
+        "  load average (1/5/15 min): {load} on {} cores",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    // The difference of two noisy p99s can hide the gate's cost (it can even be negative),
+    // so the verdict also needs the gate's own steps under 1 ms at p99.
     println!(
         "target: < 1 ms p99 added: {}",
-        if added_p99 < 1.0 { "met" } else { "MISSED" }
+        if added_p99 < 1.0 && steps_p99 < 1.0 {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     Ok(())
 }
