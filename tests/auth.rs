@@ -651,3 +651,42 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+#[tokio::test]
+async fn usage_counted_in_memory_is_written_when_the_server_stops() {
+    let env = env_with_market().await;
+    let server = TestServer::start(&env.config).await;
+    let (account, key) = create_key(&server.state, "usage@kalshibook.test", 100).await;
+    for _ in 0..3 {
+        let (status, _, body) = server
+            .post_as(
+                &[("x-api-key", key.as_str())],
+                ORDERBOOK,
+                json!({ "t": TICKER }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // No explicit flush: the server's shutdown writes what the recorder holds.
+    server.stop().await;
+    let db = env.postgres().await;
+    let row = db
+        .query_one(
+            "SELECT coalesce(sum(requests), 0)::int8, coalesce(sum(credits), 0)::int8 \
+             FROM usage WHERE account_id = $1 AND bucket_secs = 60",
+            &[&account],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (3, 15));
+    let last_used: Option<time::OffsetDateTime> = db
+        .query_one(
+            "SELECT last_used_at FROM api_keys WHERE account_id = $1",
+            &[&account],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(last_used.is_some(), "last_used_at is recorded");
+    env.cleanup().await;
+}
