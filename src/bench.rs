@@ -124,16 +124,17 @@ async fn drop_database(config: &Config, name: &str) {
 }
 
 /// The collector path: parse + apply + queue rows + insert, until all rows are stored.
+/// Nothing else happens inside the timed span (the rows are checked in ClickHouse after it).
 async fn collector_round(
     config: &Config,
     frames: &[String],
     args: &IngestArgs,
     spool: &std::path::Path,
-) -> anyhow::Result<(Duration, Vec<DeltaRow>)> {
+) -> anyhow::Result<(Duration, clickhouse::Client)> {
     let client = fresh_database(config, "kb_bench_collector").await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (writer, task) = Writer::start(
-        client,
+        client.clone(),
         WriterConfig::new(spool.to_owned()),
         shutdown.clone(),
     )?;
@@ -146,38 +147,74 @@ async fn collector_round(
     );
     processor.connect(1_780_000_000_000_000);
     processor.take_commands();
-    let mut kept = Vec::with_capacity(args.deltas);
     let started = Instant::now();
     for (i, frame) in frames.iter().enumerate() {
         processor.on_text(frame, 1_780_000_000_000_000 + i as i64);
-        if processor.pending_rows() >= 50_000 {
-            let rows = processor.take_rows();
-            kept.extend(rows.deltas.iter().cloned());
-            writer.submit(rows);
+        if processor.pending_rows() >= BATCH_ROWS {
+            writer.submit(processor.take_rows());
         }
     }
-    let rows = processor.take_rows();
-    kept.extend(rows.deltas.iter().cloned());
-    writer.submit(rows);
+    writer.submit(processor.take_rows());
     writer.flushed().await;
     let elapsed = started.elapsed();
     shutdown.cancel();
     let _ = task.await;
-    anyhow::ensure!(
-        kept.len() == args.deltas,
-        "applied {} of {} deltas",
-        kept.len(),
-        args.deltas
-    );
-    Ok((elapsed, kept))
+    Ok((elapsed, client))
 }
+
+/// What a `deltas` table holds, summed: two tables with equal sums hold the same rows (for
+/// the rows of one run, whose `(market, seq)` pairs are all distinct).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+struct DeltaSums {
+    rows: u64,
+    seq: u64,
+    delta: i64,
+    price: u64,
+    ts: i64,
+}
+
+impl DeltaSums {
+    fn of(rows: &[DeltaRow]) -> Self {
+        rows.iter().fold(
+            Self {
+                rows: 0,
+                seq: 0,
+                delta: 0,
+                price: 0,
+                ts: 0,
+            },
+            |sums, row| Self {
+                rows: sums.rows + 1,
+                seq: sums.seq + row.seq,
+                delta: sums.delta + row.delta,
+                price: sums.price + u64::from(row.price),
+                ts: sums.ts + (row.ts_received - row.ts),
+            },
+        )
+    }
+
+    async fn stored(client: &clickhouse::Client) -> anyhow::Result<Self> {
+        Ok(client
+            .query(
+                "SELECT count() AS rows, sum(seq) AS seq, sum(delta) AS delta, \
+                        toUInt64(sum(price)) AS price, \
+                        sum(toUnixTimestamp64Micro(ts_received) - toUnixTimestamp64Micro(ts)) AS ts \
+                 FROM deltas",
+            )
+            .fetch_one::<Self>()
+            .await?)
+    }
+}
+
+/// Rows per insert on both paths (the collector's `flush_rows`).
+const BATCH_ROWS: usize = 50_000;
 
 /// The baseline: the same delta rows, already built, inserted through the same endpoint in
 /// the same batch size.
 async fn baseline_round(config: &Config, rows: &[DeltaRow]) -> anyhow::Result<Duration> {
     let client = fresh_database(config, "kb_bench_baseline").await?;
     let started = Instant::now();
-    for chunk in rows.chunks(50_000) {
+    for chunk in rows.chunks(BATCH_ROWS) {
         let mut insert = client.insert::<DeltaRow>("deltas").await?;
         for row in chunk {
             insert.write(row).await?;
@@ -187,8 +224,9 @@ async fn baseline_round(config: &Config, rows: &[DeltaRow]) -> anyhow::Result<Du
     Ok(started.elapsed())
 }
 
-/// Parse + apply alone (no storage), to show where the time goes.
-fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize) {
+/// Parse + apply alone (no storage), to show where the time goes. Returns the delta rows,
+/// which the baseline inserts: the very rows the collector stores.
+fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize, Vec<DeltaRow>) {
     let mut processor = Processor::new(
         ProcessorConfig {
             record_raw_frames: args.raw_frames,
@@ -198,16 +236,22 @@ fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize) {
     );
     processor.connect(1_780_000_000_000_000);
     processor.take_commands();
+    let mut batches = Vec::new();
     let started = Instant::now();
     let mut rows = 0;
     for (i, frame) in frames.iter().enumerate() {
         processor.on_text(frame, 1_780_000_000_000_000 + i as i64);
-        if processor.pending_rows() >= 50_000 {
-            rows += processor.take_rows().len();
+        if processor.pending_rows() >= BATCH_ROWS {
+            let taken = processor.take_rows();
+            rows += taken.len();
+            batches.push(taken.deltas);
         }
     }
-    rows += processor.take_rows().len();
-    (started.elapsed(), rows)
+    let taken = processor.take_rows();
+    rows += taken.len();
+    batches.push(taken.deltas);
+    let elapsed = started.elapsed();
+    (elapsed, rows, batches.concat())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -233,18 +277,30 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         built.elapsed().as_secs_f64()
     );
     let spool = std::env::temp_dir().join(format!("kb_bench_spool_{}", std::process::id()));
-    let (elapsed, rows) = processing_round(&frames, args);
+    let (elapsed, rows, deltas) = processing_round(&frames, args);
     println!(
         "  parse + apply alone: {:.0} deltas/s ({rows} rows to store for {} deltas)",
         args.deltas as f64 / elapsed.as_secs_f64(),
         args.deltas
     );
+    anyhow::ensure!(
+        deltas.len() == args.deltas,
+        "applied {} of {} deltas",
+        deltas.len(),
+        args.deltas
+    );
+    let expected = DeltaSums::of(&deltas);
     let mut collector = Vec::new();
     let mut baseline = Vec::new();
     for round in 1..=args.rounds.max(1) {
-        let (elapsed, rows) = collector_round(config, &frames, args, &spool).await?;
+        let (elapsed, client) = collector_round(config, &frames, args, &spool).await?;
+        let stored = DeltaSums::stored(&client).await?;
+        anyhow::ensure!(
+            stored == expected,
+            "the collector stored {stored:?}, expected {expected:?}"
+        );
         let through = args.deltas as f64 / elapsed.as_secs_f64();
-        let base = args.deltas as f64 / baseline_round(config, &rows).await?.as_secs_f64();
+        let base = args.deltas as f64 / baseline_round(config, &deltas).await?.as_secs_f64();
         println!(
             "  round {round}: collector {through:>12.0} deltas/s   baseline insert {base:>12.0} rows/s   ratio {:.2}",
             through / base

@@ -12,6 +12,7 @@
 //!   snapshots carry no timestamp, so one is placed at the latest exchange time seen.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::clickhouse::rows::{
@@ -29,6 +30,63 @@ const ORDERBOOK: &str = "orderbook_delta";
 const UNPLACED_PATIENCE_US: i64 = 30_000_000;
 const TRADE: &str = "trade";
 const LIFECYCLE: &str = "market_lifecycle_v2";
+
+/// A map keyed by what the exchange names (market tickers, sids), looked up several times for
+/// every frame. The standard SipHash guards against keys chosen to collide; these keys come
+/// from the exchange we subscribe to, so a multiplicative hash (FxHash's) is enough and costs
+/// a few instructions instead of a SipHash round per lookup.
+type FeedMap<K, V> = HashMap<K, V, BuildHasherDefault<FeedHasher>>;
+
+/// FxHash (rustc's hasher): per 8-byte word, rotate, xor, multiply.
+#[derive(Clone, Copy, Default)]
+struct FeedHasher {
+    hash: u64,
+}
+
+impl FeedHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FeedHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
 
 /// Tunables of the core; units in the names.
 #[derive(Clone, Debug)]
@@ -218,7 +276,7 @@ enum Pending {
 struct Connection {
     id: u64,
     next_command_id: u64,
-    sids: HashMap<u32, SidState>,
+    sids: FeedMap<u32, SidState>,
     pending: HashMap<u64, Pending>,
     shards: Vec<Shard>,
     /// Latest exchange time seen on this connection, Unix µs.
@@ -233,7 +291,7 @@ struct Connection {
 #[derive(Debug)]
 pub struct Processor {
     config: ProcessorConfig,
-    markets: HashMap<String, MarketState>,
+    markets: FeedMap<String, MarketState>,
     wanted: BTreeSet<String>,
     conn: Option<Connection>,
     last_conn_id: u64,
@@ -254,7 +312,7 @@ impl Processor {
     pub fn new(config: ProcessorConfig, bus: Option<Bus>) -> Self {
         Self {
             config,
-            markets: HashMap::new(),
+            markets: FeedMap::default(),
             wanted: BTreeSet::new(),
             conn: None,
             last_conn_id: 0,
@@ -341,7 +399,7 @@ impl Processor {
         self.conn = Some(Connection {
             id,
             next_command_id: 1,
-            sids: HashMap::new(),
+            sids: FeedMap::default(),
             pending: HashMap::new(),
             shards: Vec::new(),
             clock_us: None,
@@ -779,8 +837,23 @@ impl Processor {
         state.last_conn = position.conn;
         state.changed_since_checkpoint = true;
         state.last_update_us = ts_received_us;
+        if top_changed {
+            self.push_top(&delta.market, top, ts, position.conn, seq);
+        }
+        if let Some(bus) = &self.bus {
+            bus.publish(LiveEvent::Delta {
+                market: delta.market.clone(),
+                position,
+                ts_us: ts,
+                ts_received_us,
+                side: delta.side,
+                price: delta.price,
+                delta: delta.delta,
+            });
+        }
+        // The parsed ticker moves into the row: one allocation per delta, not two.
         self.rows.deltas.push(DeltaRow {
-            market: delta.market.clone(),
+            market: delta.market,
             ts,
             ts_received: ts_received_us,
             conn: position.conn,
@@ -790,20 +863,6 @@ impl Processor {
             price: delta.price.units(),
             delta: delta.delta.units(),
         });
-        if top_changed {
-            self.push_top(&delta.market, top, ts, position.conn, seq);
-        }
-        if let Some(bus) = &self.bus {
-            bus.publish(LiveEvent::Delta {
-                market: delta.market,
-                position,
-                ts_us: ts,
-                ts_received_us,
-                side: delta.side,
-                price: delta.price,
-                delta: delta.delta,
-            });
-        }
     }
 
     /// Writes a `top_of_book` row when the best bids of `book` differ from the last written.
@@ -1260,7 +1319,16 @@ impl Processor {
 
     /// Rows produced since the last call.
     pub fn take_rows(&mut self) -> Rows {
-        std::mem::take(&mut self.rows)
+        // The next batch is likely as large as this one: size its delta rows up front rather
+        // than grow them by doubling (a copy of everything at each step).
+        let deltas = Vec::with_capacity(self.rows.deltas.len());
+        std::mem::replace(
+            &mut self.rows,
+            Rows {
+                deltas,
+                ..Rows::default()
+            },
+        )
     }
 
     /// Number of rows waiting to be taken.

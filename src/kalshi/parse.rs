@@ -2,6 +2,7 @@
 //! one [`Frame`] out; one REST market object in, one [`MarketInfo`] out. No I/O, no floats,
 //! no panics on any input.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize as _;
@@ -20,8 +21,9 @@ use crate::market::{Book, Price, Side, Size};
 /// For `subscribed` frames Kalshi puts the new `sid` inside `msg`; it is copied here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
-    /// The frame's `type`, e.g. `orderbook_delta`.
-    pub kind: String,
+    /// The frame's `type`, e.g. `orderbook_delta` (borrowed from a static for the known
+    /// types, so the common frames allocate nothing for it).
+    pub kind: Cow<'static, str>,
     /// Echo of the client command id (command replies and `get_snapshot` snapshots).
     pub id: Option<u64>,
     /// Subscription id, allocated per connection from 1.
@@ -179,7 +181,7 @@ pub fn parse_frame(text: &str) -> Result<Frame, ParseError> {
     match read_frame(text, &mut decoded) {
         Ok(wire) => {
             let envelope = Envelope {
-                kind: wire.kind.into_owned(),
+                kind: kind_name(&wire.kind),
                 id: wire.id,
                 sid: wire
                     .sid
@@ -194,6 +196,31 @@ pub fn parse_frame(text: &str) -> Result<Frame, ParseError> {
         }
         Err(_) => parse_frame_slowly(text),
     }
+}
+
+/// A frame's `type` as stored in the [`Envelope`]: the known ones without an allocation.
+fn kind_name(kind: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 15] = [
+        "orderbook_delta",
+        "orderbook_snapshot",
+        "trade",
+        "market_lifecycle_v2",
+        "event_lifecycle",
+        "event_fee_update",
+        "subscribed",
+        "ok",
+        "error",
+        "unsubscribed",
+        "ticker",
+        "ticker_v2",
+        "market_positions",
+        "fill",
+        "user_orders",
+    ];
+    KNOWN.iter().find(|known| **known == kind).map_or_else(
+        || Cow::Owned(kind.to_owned()),
+        |known| Cow::Borrowed(*known),
+    )
 }
 
 /// Reads the frame as a `serde_json::Value` (last duplicate key wins) and decodes from that.
@@ -218,7 +245,7 @@ fn parse_frame_slowly(text: &str) -> Result<Frame, ParseError> {
         }
     }
     let envelope = Envelope {
-        kind: kind_text.to_owned(),
+        kind: kind_name(kind_text),
         id: object.get("id").and_then(serde_json::Value::as_u64),
         sid: object
             .get("sid")
@@ -944,7 +971,7 @@ mod tests {
         let mut subscribed_markets: Vec<String> = Vec::new();
         for (line, text) in STREAM.lines().enumerate() {
             let frame = parse_frame(text).unwrap_or_else(|e| panic!("line {line}: {e}"));
-            *kinds.entry(frame.envelope.kind.clone()).or_default() += 1;
+            *kinds.entry(frame.envelope.kind.to_string()).or_default() += 1;
             if let (Some(sid), Some(seq)) = (frame.envelope.sid, frame.envelope.seq) {
                 let expected = next_seq.entry(sid).or_insert(1);
                 assert_eq!(seq, *expected, "line {line}: gap on sid {sid}");
@@ -999,7 +1026,7 @@ mod tests {
         assert_eq!(
             frame.envelope,
             Envelope {
-                kind: "orderbook_delta".to_owned(),
+                kind: "orderbook_delta".into(),
                 id: None,
                 sid: Some(1),
                 seq: Some(24),

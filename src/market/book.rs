@@ -1,6 +1,7 @@
 //! An order book of one market: two bid ladders (YES and NO), price → resting size.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use super::price::{Price, Side, Size};
 
@@ -60,8 +61,12 @@ impl Book {
         price: Price,
         delta: Size,
     ) -> Result<(), NegativeSize> {
-        let ladder = self.ladder_mut(side);
-        let resting = ladder.get(&price).copied().unwrap_or(Size::ZERO);
+        // One search of the ladder, whatever the outcome.
+        let entry = self.ladder_mut(side).entry(price);
+        let resting = match &entry {
+            Entry::Occupied(level) => *level.get(),
+            Entry::Vacant(_) => Size::ZERO,
+        };
         let negative = NegativeSize {
             side,
             price,
@@ -69,12 +74,16 @@ impl Book {
             delta,
         };
         let updated = resting.checked_add(delta).ok_or(negative)?;
-        match updated.units() {
-            0 => {
-                ladder.remove(&price);
+        match (updated.units(), entry) {
+            (0, Entry::Occupied(level)) => {
+                level.remove();
             }
-            units if units > 0 => {
-                ladder.insert(price, updated);
+            (0, Entry::Vacant(_)) => {}
+            (units, Entry::Occupied(mut level)) if units > 0 => {
+                *level.get_mut() = updated;
+            }
+            (units, Entry::Vacant(level)) if units > 0 => {
+                level.insert(updated);
             }
             _ => return Err(negative),
         }
