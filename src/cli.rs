@@ -56,6 +56,10 @@ pub enum BenchCommand {
     /// p50/p99 of `orderbook(at:)` through the API (HTTP) against the same SQL straight to
     /// ClickHouse, on a generated market with 10 M deltas over 30 days.
     Query(crate::bench::QueryArgs),
+    /// Live fan-out: subscribers, messages/s and p50/p99 latency from the collector receiving
+    /// an exchange message to a WebSocket subscriber receiving it, for 100, 1,000 and 5,000
+    /// subscribers over 500 markets.
+    Fanout(crate::bench_fanout::FanoutArgs),
 }
 
 /// Runs one command to completion.
@@ -99,6 +103,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             telemetry::init_logging(&config.log)?;
             crate::bench::ingest(&config, &args).await
+        }
+        Command::Bench(BenchCommand::Fanout(args)) => {
+            let config = Config::from_env()?;
+            telemetry::init_logging(&config.log)?;
+            crate::bench_fanout::fanout(&config, &args).await
         }
         Command::Bench(BenchCommand::Query(args)) => {
             let config = Config::from_env()?;

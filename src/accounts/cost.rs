@@ -20,15 +20,25 @@ pub enum Operation {
     TradesPage,
     /// The book of one market at one instant.
     OrderbookAt,
+    /// Starting a live subscription (any of `orderbook`, `deltas`, `trades`, `marketStatus`).
+    LiveSubscription,
+    /// A block of [`LIVE_MESSAGES_PER_BLOCK`] messages delivered on a live subscription,
+    /// charged before the block's first message (heartbeats are free).
+    LiveMessages,
 }
 
+/// Messages of a live subscription paid for by one [`Operation::LiveMessages`].
+pub const LIVE_MESSAGES_PER_BLOCK: u64 = 1_000;
+
 impl Operation {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Markets,
         Self::Market,
         Self::DeltasPage,
         Self::TradesPage,
         Self::OrderbookAt,
+        Self::LiveSubscription,
+        Self::LiveMessages,
     ];
 
     /// The stable name stored in `credit_ledger.operation` and `usage.operation`.
@@ -40,6 +50,8 @@ impl Operation {
             Self::DeltasPage => "deltas",
             Self::TradesPage => "trades",
             Self::OrderbookAt => "orderbook",
+            Self::LiveSubscription => "live_subscription",
+            Self::LiveMessages => "live_messages",
         }
     }
 }
@@ -50,7 +62,8 @@ pub const fn cost(op: Operation) -> Credits {
     Credits::new(match op {
         Operation::Markets | Operation::Market => 1,
         Operation::DeltasPage | Operation::TradesPage => 2,
-        Operation::OrderbookAt => 5,
+        Operation::OrderbookAt | Operation::LiveSubscription => 5,
+        Operation::LiveMessages => 1,
     })
 }
 
@@ -98,7 +111,9 @@ mod tests {
                 ("market", 1),
                 ("deltas", 2),
                 ("trades", 2),
-                ("orderbook", 5)
+                ("orderbook", 5),
+                ("live_subscription", 5),
+                ("live_messages", 1)
             ]
         );
     }

@@ -15,23 +15,30 @@ pub mod limits;
 pub mod llms;
 pub mod query;
 pub mod scalars;
+pub mod subscription;
 pub mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use async_graphql::{EmptyMutation, Schema};
 
 pub use context::{Caller, Meter, PricedField, Principal, Store};
 pub use error::ApiError;
 pub use query::QueryRoot;
+pub use subscription::{LiveService, SubscriptionRoot};
 
-pub type KalshiBookSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+pub type KalshiBookSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
 
-/// Builds the schema with its limits, reading from `store` and charging through `meter`.
-/// Without a store (SDL generation) every data field answers INTERNAL.
+/// Builds the schema with its limits, reading from `store`, charging through `meter` and
+/// serving subscriptions through `live`. Without a store (SDL generation) every data field
+/// answers INTERNAL; without `live` every subscription answers UNAVAILABLE.
 #[must_use]
-pub fn build(store: Option<Store>, meter: Option<Arc<dyn Meter>>) -> KalshiBookSchema {
-    let mut builder = Schema::build(QueryRoot, EmptyMutation, EmptySubscription)
+pub fn build(
+    store: Option<Store>,
+    meter: Option<Arc<dyn Meter>>,
+    live: Option<Arc<LiveService>>,
+) -> KalshiBookSchema {
+    let mut builder = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
         .limit_depth(limits::MAX_DEPTH)
         .limit_complexity(limits::MAX_COMPLEXITY)
         .limit_recursive_depth(limits::MAX_BRACKET_NESTING)
@@ -43,13 +50,16 @@ pub fn build(store: Option<Store>, meter: Option<Arc<dyn Meter>>) -> KalshiBookS
     if let Some(meter) = meter {
         builder = builder.data(meter);
     }
+    if let Some(live) = live {
+        builder = builder.data(live);
+    }
     builder.finish()
 }
 
 /// The schema without a store: for its SDL and for validating documents.
 #[must_use]
 pub fn schema() -> KalshiBookSchema {
-    build(None, None)
+    build(None, None, None)
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

@@ -23,6 +23,8 @@ use crate::graphql::{Caller, KalshiBookSchema, Principal};
 #[derive(Clone)]
 pub struct GraphqlState {
     pub schema: KalshiBookSchema,
+    /// The WebSocket side (subscriptions) of the same endpoint.
+    pub ws: super::ws::WsState,
 }
 
 /// A GraphQL-shaped error body (`{"errors":[{"message", "extensions":{"code"}}]}`).
@@ -114,8 +116,16 @@ pub(super) async fn get(
     State(state): State<GraphqlState>,
     principal: Option<axum::Extension<Principal>>,
     headers: HeaderMap,
+    upgrade: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    // The same path serves subscriptions: a WebSocket upgrade goes to the WebSocket side.
+    if let Ok(upgrade) = upgrade {
+        return super::ws::upgrade(state.ws.clone(), &headers, upgrade);
+    }
     let Ok(Query(mut params)) = params else {
         return bad_request("the URL parameters could not be decoded");
     };

@@ -3,6 +3,7 @@
 
 mod graphql_http;
 mod health;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,6 +33,17 @@ pub struct AppState {
     pub collector: Option<CollectorProbe>,
     /// Charges GraphQL callers (installed by the accounts layer); `None`: queries are free.
     pub meter: Option<std::sync::Arc<dyn graphql::Meter>>,
+    /// The collector's live bus when it runs in this process; without it subscriptions
+    /// answer `UNAVAILABLE`.
+    pub bus: Option<crate::live::Bus>,
+    /// Limits and timings of live subscriptions.
+    pub live: graphql::subscription::LiveConfig,
+    /// Charges live subscriptions (the accounts store unless replaced); `None`: free.
+    pub live_meter: Option<std::sync::Arc<dyn graphql::subscription::LiveMeter>>,
+    /// Recognises API keys on WebSocket connections (the accounts store unless replaced).
+    pub authenticator: std::sync::Arc<dyn ws::Authenticator>,
+    /// Cancelled when the server stops: ends every subscription.
+    pub shutdown: CancellationToken,
 }
 
 /// What the server can see of an in-process collector.
@@ -49,27 +61,48 @@ impl AppState {
     /// When the Postgres URL cannot be turned into a pool.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         telemetry::install_crypto_provider();
+        let postgres = postgres::pool(&config.postgres)?;
+        let accounts = std::sync::Arc::new(postgres::accounts::AccountStore::new(postgres.clone()));
         Ok(Self {
             clickhouse: clickhouse::client(&config.clickhouse),
-            postgres: postgres::pool(&config.postgres)?,
+            postgres,
             metrics: telemetry::metrics_handle(),
             ready_timeout: config.ready_timeout,
             collector: None,
             meter: None,
+            bus: None,
+            live: graphql::subscription::LiveConfig::default(),
+            live_meter: Some(
+                accounts.clone() as std::sync::Arc<dyn graphql::subscription::LiveMeter>
+            ),
+            authenticator: accounts,
+            shutdown: CancellationToken::new(),
         })
     }
 }
 
 /// The whole HTTP surface, ready to serve; tests drive this same router.
 pub fn app(state: AppState) -> Router {
+    let live = std::sync::Arc::new(graphql::LiveService::new(
+        state.bus.clone(),
+        state.live.clone(),
+        state.live_meter.clone(),
+        state.shutdown.clone(),
+    ));
     let schema = graphql::build(
         Some(graphql::Store::new(&state.clickhouse)),
         state.meter.clone(),
+        Some(live.clone()),
     );
+    let ws = ws::WsState {
+        schema: schema.clone(),
+        auth: state.authenticator.clone(),
+        live,
+    };
     let api = Router::new()
         .route("/graphql", get(graphql_http::get).post(graphql_http::post))
         .layer(DefaultBodyLimit::max(graphql::limits::MAX_BODY_BYTES))
-        .with_state(graphql_http::GraphqlState { schema });
+        .with_state(graphql_http::GraphqlState { schema, ws });
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -89,8 +122,9 @@ pub fn app(state: AppState) -> Router {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut state = AppState::new(&config)?;
     let collector = if config.collect {
-        let collector =
-            crate::collector::start(&config, crate::live::Bus::default(), shutdown.clone()).await?;
+        let bus = crate::live::Bus::default();
+        state.bus = Some(bus.clone());
+        let collector = crate::collector::start(&config, bus, shutdown.clone()).await?;
         state.collector = Some(CollectorProbe {
             health: collector.health.clone(),
             writer: collector.writer.clone(),
@@ -121,9 +155,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 /// When accepting connections fails.
 pub async fn serve_on(
     listener: TcpListener,
-    state: AppState,
+    mut state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Subscriptions end with the server (each with a final SHUTTING_DOWN message).
+    state.shutdown = shutdown.clone();
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(%address, "serving: /graphql /llms.txt /healthz /readyz /metrics");
     axum::serve(listener, app(state))

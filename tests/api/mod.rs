@@ -23,6 +23,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: &Config) -> Self {
+        Self::start_with(AppState::new(config).expect("state")).await
+    }
+
+    /// Serves `state` (e.g. with a live bus and short live timings).
+    pub async fn start_with(state: AppState) -> Self {
         // Errors the server logs (e.g. the detail behind an INTERNAL) show in the test output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn,kalshibook::collector=error")
@@ -30,7 +35,6 @@ impl TestServer {
             .try_init();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let state = AppState::new(config).expect("state");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve_on(listener, state, shutdown.clone()));
         Self {
@@ -70,6 +74,11 @@ impl TestServer {
             "errors for {query} with {variables}: {body}"
         );
         body["data"].clone()
+    }
+
+    /// Signals shutdown without waiting (the server then closes its WebSockets).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     pub async fn stop(self) {
