@@ -828,3 +828,61 @@ async fn heartbeats_slow_consumers_and_shutdown_end_subscriptions_with_a_reason(
     server.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_credits_ends_a_subscription_with_credits_exhausted() {
+    let env = TestEnv::migrated().await;
+    let bus = Bus::default();
+    bus.publish(snapshot_event("KXLIVE-PAID", 1));
+    let server = synthetic_server(&env, &bus).await;
+    let (_, key, account, _) = api_key(&env, "paid@example.com").await;
+    // Credits for the start (5) and one block of 1,000 messages (1), not one more.
+    env.postgres()
+        .await
+        .execute(
+            "UPDATE billing_accounts SET credits_used = credits_total - 6 WHERE id = $1",
+            &[&account],
+        )
+        .await
+        .expect("set the balance");
+    let mut client = Client::connect(&server, "graphql-transport-ws", None).await;
+    client.init(Some(&key)).await;
+    client
+        .subscribe("1", SMALL_BOOK, json!({ "t": "KXLIVE-PAID" }))
+        .await;
+    let first = client.next().await.unwrap();
+    assert_eq!(
+        first["payload"]["data"]["orderbook"]["kind"], "SNAPSHOT",
+        "{first}"
+    );
+    for seq in 2..=1_001 {
+        bus.publish(delta_event("KXLIVE-PAID", seq));
+    }
+    // The snapshot and 999 deltas are the paid block; the next message is refused.
+    let mut deltas = 0;
+    let code = loop {
+        let message = client.next().await.unwrap();
+        let payload = &message["payload"];
+        if payload.get("errors").is_some() {
+            break codes(payload);
+        }
+        if payload["data"]["orderbook"]["kind"] == "DELTA" {
+            deltas += 1;
+        }
+    };
+    assert_eq!((code, deltas), (vec!["CREDITS_EXHAUSTED".to_owned()], 999));
+    assert_eq!(client.next().await.unwrap()["type"], "complete");
+
+    // With nothing left, a new subscription is refused at the start.
+    client
+        .subscribe("2", SMALL_BOOK, json!({ "t": "KXLIVE-PAID" }))
+        .await;
+    let refused = client.next().await.unwrap();
+    assert_eq!(
+        codes(&refused["payload"]),
+        ["CREDITS_EXHAUSTED"],
+        "{refused}"
+    );
+    server.stop().await;
+    env.cleanup().await;
+}
