@@ -60,6 +60,9 @@ pub enum BenchCommand {
     /// an exchange message to a WebSocket subscriber receiving it, for 100, 1,000 and 5,000
     /// subscribers over 500 markets.
     Fanout(crate::bench_fanout::FanoutArgs),
+    /// p50/p99 of the same query through the API with authentication, rate limiting and
+    /// credit metering on and off, in one run, and the latency they add.
+    Auth(crate::bench::AuthArgs),
 }
 
 /// Runs one command to completion.
@@ -108,6 +111,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             telemetry::init_logging(&config.log)?;
             crate::bench_fanout::fanout(&config, &args).await
+        }
+        Command::Bench(BenchCommand::Auth(args)) => {
+            let config = Config::from_env()?;
+            telemetry::init_logging(&config.log)?;
+            crate::bench::auth(&config, &args).await
         }
         Command::Bench(BenchCommand::Query(args)) => {
             let config = Config::from_env()?;

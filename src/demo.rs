@@ -147,8 +147,17 @@ pub async fn demo(
             )
         })?;
     let address = listener.local_addr()?;
+    let demo_key = provision_demo_key(&state).await?;
     println!("KalshiBook demo");
     println!("  API        http://{address}/graphql   (GraphiQL in a browser)");
+    println!(
+        "  API key    {}   (send as the X-API-Key header; account {DEMO_EMAIL})",
+        demo_key.expose()
+    );
+    println!(
+        "  try        curl -s http://{address}/graphql -H 'X-API-Key: {}' -H 'content-type: application/json' -d '{{\"query\":\"{{ markets(first: 3) {{ nodes {{ ticker }} }} }}\"}}'",
+        demo_key.expose()
+    );
     println!("  health     http://{address}/readyz   metrics http://{address}/metrics");
     println!(
         "  exchange   simulated Kalshi at {} ({} markets)",
@@ -168,6 +177,52 @@ pub async fn demo(
     summary.abort();
     sim.stopped().await;
     served
+}
+
+/// The demo's account on the local Postgres.
+const DEMO_EMAIL: &str = "demo@kalshibook.local";
+/// Credits the demo account is topped up to at each start.
+const DEMO_CREDITS: u64 = 1_000_000;
+
+/// Gives the demo account (created on first run) a fresh API key, revoking the previous
+/// demo keys (a key is shown once, so an old one cannot be printed again), and tops its
+/// credits up so the demo never runs dry. Every step is audited as the CLI operator.
+async fn provision_demo_key(state: &AppState) -> anyhow::Result<crate::accounts::ApiKey> {
+    use crate::accounts::{Actor, Credits};
+    use crate::postgres::accounts::AccountsError;
+    let gate = state
+        .gate
+        .as_ref()
+        .context("the demo server has no accounts gate")?;
+    let store = gate.store();
+    let actor = Actor::cli_from_env();
+    let user = match store.find_user_by_email(DEMO_EMAIL).await? {
+        Some(user) => user,
+        None => {
+            // The password is random and never shown: the demo signs in by API key only.
+            let password = format!("demo-{:032x}", rand::random::<u128>());
+            match store.create_account(DEMO_EMAIL, &password, &actor).await {
+                Ok(user) => user,
+                Err(AccountsError::EmailTaken) => store
+                    .find_user_by_email(DEMO_EMAIL)
+                    .await?
+                    .context("demo account")?,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    for key in store.list_keys(user.account_id).await? {
+        if key.revoked_at.is_none() && key.name == "demo" {
+            store.revoke_key(user.account_id, key.id, &actor).await?;
+        }
+    }
+    let created = store.create_key(user.account_id, "demo", &actor).await?;
+    let balance = store.balance(user.account_id).await?;
+    let short = Credits::new(DEMO_CREDITS).saturating_sub(balance.remaining());
+    if short > Credits::ZERO {
+        store.grant_credits(DEMO_EMAIL, short, &actor).await?;
+    }
+    Ok(created.key)
 }
 
 /// Every few seconds: what the collector has stored, so the flow is visible.

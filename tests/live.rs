@@ -387,7 +387,7 @@ async fn live_and_replayed_books_equal_the_exchange_truth_across_the_seam() {
         .expect("collector");
     let mut state = AppState::new(&env.config).unwrap();
     state.bus = Some(bus.clone());
-    let server = TestServer::start_with(state).await;
+    let server = TestServer::start_state(state).await;
     let (_, key, _, _) = api_key(&env, "live@example.com").await;
     wait_subscribed(&sim).await;
     let market = sim.active_markets()[0].clone();
@@ -561,7 +561,7 @@ async fn synthetic_server(env: &TestEnv, bus: &Bus) -> TestServer {
     state.live.heartbeat = Duration::from_millis(200);
     state.live.key_recheck = Duration::from_millis(200);
     state.live.init_timeout = Duration::from_millis(500);
-    TestServer::start_with(state).await
+    TestServer::start_state(state).await
 }
 
 async fn assert_healthy(server: &TestServer) {
@@ -721,8 +721,10 @@ async fn bad_and_unauthenticated_connections_are_refused_with_clear_codes() {
     );
 
     // Without a collector in the process, subscriptions are UNAVAILABLE, with a reason.
-    let (_, other_key, _, _) = api_key(&env, "other@example.com").await;
-    let no_bus = TestServer::start(&env.config).await;
+    // (Its own databases: every TestServer creates the same funded test user.)
+    let other = TestEnv::migrated().await;
+    let (_, other_key, _, _) = api_key(&other, "other@example.com").await;
+    let no_bus = TestServer::start(&other.config).await;
     let mut client = Client::connect(&no_bus, "graphql-transport-ws", None).await;
     client.init(Some(&other_key)).await;
     client
@@ -734,6 +736,7 @@ async fn bad_and_unauthenticated_connections_are_refused_with_clear_codes() {
     assert_healthy(&no_bus).await;
     no_bus.stop().await;
     server.stop().await;
+    other.cleanup().await;
     env.cleanup().await;
 }
 

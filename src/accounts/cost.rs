@@ -18,8 +18,14 @@ pub enum Operation {
     DeltasPage,
     /// One page of trades.
     TradesPage,
-    /// The book of one market at one instant.
+    /// The book of one market at one instant (`bookSnapshots` pays this per instant).
     OrderbookAt,
+    /// One page (up to 1000) of pre-aggregated candles.
+    Candles,
+    /// One market's recorded feed gaps over a range.
+    FeedGaps,
+    /// What was recorded of one market over a range.
+    Coverage,
     /// Starting a live subscription (any of `orderbook`, `deltas`, `trades`, `marketStatus`).
     LiveSubscription,
     /// A block of [`LIVE_MESSAGES_PER_BLOCK`] messages delivered on a live subscription,
@@ -31,12 +37,15 @@ pub enum Operation {
 pub const LIVE_MESSAGES_PER_BLOCK: u64 = 1_000;
 
 impl Operation {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 10] = [
         Self::Markets,
         Self::Market,
         Self::DeltasPage,
         Self::TradesPage,
         Self::OrderbookAt,
+        Self::Candles,
+        Self::FeedGaps,
+        Self::Coverage,
         Self::LiveSubscription,
         Self::LiveMessages,
     ];
@@ -50,20 +59,29 @@ impl Operation {
             Self::DeltasPage => "deltas",
             Self::TradesPage => "trades",
             Self::OrderbookAt => "orderbook",
+            Self::Candles => "candles",
+            Self::FeedGaps => "feed_gaps",
+            Self::Coverage => "coverage",
             Self::LiveSubscription => "live_subscription",
             Self::LiveMessages => "live_messages",
         }
     }
 }
 
-/// What one `op` costs (the product plan's price list).
+/// What one `op` costs (the product plan's price list). The plan names markets (1), pages of
+/// deltas or trades (2) and the book at an instant (5); the fields it does not name are priced
+/// like their nearest kin so that none is free: feed gaps and coverage are market metadata (1),
+/// a page of candles is a page (2).
 #[must_use]
 pub const fn cost(op: Operation) -> Credits {
     Credits::new(match op {
-        Operation::Markets | Operation::Market => 1,
-        Operation::DeltasPage | Operation::TradesPage => 2,
+        Operation::Markets
+        | Operation::Market
+        | Operation::FeedGaps
+        | Operation::Coverage
+        | Operation::LiveMessages => 1,
+        Operation::DeltasPage | Operation::TradesPage | Operation::Candles => 2,
         Operation::OrderbookAt | Operation::LiveSubscription => 5,
-        Operation::LiveMessages => 1,
     })
 }
 
@@ -112,8 +130,11 @@ mod tests {
                 ("deltas", 2),
                 ("trades", 2),
                 ("orderbook", 5),
+                ("candles", 2),
+                ("feed_gaps", 1),
+                ("coverage", 1),
                 ("live_subscription", 5),
-                ("live_messages", 1)
+                ("live_messages", 1),
             ]
         );
     }

@@ -8,6 +8,7 @@ mod cycle;
 mod email;
 mod key;
 mod password;
+pub mod rate;
 mod session;
 mod tier;
 

@@ -1,23 +1,30 @@
-//! What a resolver reaches: the [`Caller`] of the request (from the request's data), the
-//! [`Meter`] that charges it (when one is installed), and the [`Store`] it reads from.
+//! What a resolver reaches: the [`Caller`] (API key) and [`SessionCaller`] (dashboard
+//! session) of the request, the [`Store`] it reads market data from and the [`Accounts`] it
+//! manages accounts through.
 //!
-//! A resolver is thin: validate arguments, `Caller::of(ctx)`, `charge`, call the store, map
-//! the rows to view types.
+//! A resolver is thin: validate arguments, call the store, map the rows to view types. It
+//! does not charge: the HTTP layer prices the whole request from its parsed text and charges
+//! it once before it runs (`graphql::cost`, `server::gate`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::Context;
-use futures_util::future::BoxFuture;
+use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::accounts::JwtKeys;
+use crate::accounts::rate::AttemptLimits;
 use crate::clickhouse::read::{ReadLimits, read_client};
+use crate::postgres::accounts::AccountStore;
 
 /// An authenticated caller: the account and API key a request acts for. The HTTP layer
 /// inserts it (as an axum request extension) once it has recognised the key.
 pub use crate::accounts::Principal;
 
-/// Who is asking. Every request carries one in its data; `principal` is `None` for an
-/// anonymous request (allowed until the accounts layer enforces keys).
+/// Who is asking, by API key. Every request carries one in its data; `principal` is `None`
+/// when no key was sent (then only free and account fields run: the HTTP layer refuses data
+/// fields without a key).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     pub principal: Option<Principal>,
@@ -32,70 +39,49 @@ impl Caller {
     }
 }
 
-/// A root field as the price list sees it: what the meter is asked to charge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PricedField {
-    /// One page of `markets`.
-    Markets,
-    /// One `market`.
-    Market,
-    /// One page of `deltas`.
-    DeltasPage,
-    /// One page of `trades`.
-    TradesPage,
-    /// One `orderbook`.
-    Orderbook,
-    /// One `bookSnapshots` of this many instants.
-    BookSnapshots { instants: u32 },
-    /// One `candles`.
-    Candles,
-    /// One `feedGaps`.
-    FeedGaps,
-    /// One `coverage`.
-    Coverage,
+/// The dashboard session a request carries (`Authorization: Bearer <access token>`), as the
+/// HTTP layer found it. Account operations need one; data queries use the API key instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SessionCaller {
+    /// No `Authorization` header.
+    #[default]
+    Absent,
+    /// A valid access token: the user and their billing account (the tenant).
+    Valid { user_id: Uuid, account_id: Uuid },
+    /// A token was sent but is malformed, forged or expired.
+    Invalid,
 }
 
-impl PricedField {
-    /// The operation of the product's price list this field is charged as; `None` for
-    /// fields the price list does not name yet (they cost nothing until it does).
+impl SessionCaller {
+    /// The session of the request `ctx` belongs to.
     #[must_use]
-    pub const fn operation(self) -> Option<crate::accounts::Operation> {
-        use crate::accounts::Operation;
-        match self {
-            Self::Markets => Some(Operation::Markets),
-            Self::Market => Some(Operation::Market),
-            Self::DeltasPage => Some(Operation::DeltasPage),
-            Self::TradesPage => Some(Operation::TradesPage),
-            Self::Orderbook => Some(Operation::OrderbookAt),
-            Self::BookSnapshots { .. } | Self::Candles | Self::FeedGaps | Self::Coverage => None,
-        }
+    pub fn of(ctx: &Context<'_>) -> Self {
+        ctx.data_opt::<Self>().cloned().unwrap_or_default()
     }
 }
 
-/// Charges callers for what they ask. The accounts layer installs one in the schema's data;
-/// without one, everything is free.
-pub trait Meter: Send + Sync + 'static {
-    /// Charges `field` to `caller` before it runs. An error (e.g. credits exhausted) stops
-    /// that field and is returned to the client as it is.
-    fn charge<'a>(
-        &'a self,
-        caller: &'a Caller,
-        field: PricedField,
-    ) -> BoxFuture<'a, Result<(), ApiError>>;
+/// The client's address (for per-IP limits on sign-in attempts); `None` when unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+/// What account resolvers reach: the accounts store, the session signer and the sign-in
+/// attempt limits. Installed in the schema's data by the server; without it (SDL generation)
+/// account fields answer INTERNAL.
+#[derive(Clone)]
+pub struct Accounts {
+    pub store: AccountStore,
+    pub jwt: JwtKeys,
+    pub attempts: Arc<AttemptLimits>,
 }
 
-/// Charges `field` to the caller of `ctx` through the installed [`Meter`], if any.
-///
-/// # Errors
-/// Whatever the meter refuses with.
-pub async fn charge(
-    ctx: &Context<'_>,
-    caller: &Caller,
-    field: PricedField,
-) -> Result<(), ApiError> {
-    match ctx.data_opt::<Arc<dyn Meter>>() {
-        Some(meter) => meter.charge(caller, field).await,
-        None => Ok(()),
+impl Accounts {
+    /// The accounts handle in the schema's data.
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] when the schema was built without one (a wiring fault).
+    pub fn of<'c>(ctx: &Context<'c>) -> Result<&'c Self, ApiError> {
+        ctx.data_opt::<Self>()
+            .ok_or_else(|| ApiError::internal(&"the schema was built without accounts"))
     }
 }
 

@@ -29,6 +29,11 @@ pub enum ApiError {
         "market data is temporarily unavailable (the history database does not answer); retry in a few seconds"
     )]
     Unavailable,
+    /// The accounts database does not answer: nothing was served or charged; retry shortly.
+    #[error(
+        "the accounts service is temporarily unavailable, so the request could not be authenticated or metered and was not run; retry in a few seconds"
+    )]
+    AccountsUnavailable,
     /// The query ran past the server's time limit.
     #[error(
         "the query ran longer than the limit of {secs} s and was cancelled; ask for a shorter time range, fewer instants or a smaller page"
@@ -77,7 +82,7 @@ impl ApiError {
         match self {
             Self::BadInput { .. } => "BAD_INPUT",
             Self::NotFound(_) => "NOT_FOUND",
-            Self::Unavailable => "UNAVAILABLE",
+            Self::Unavailable | Self::AccountsUnavailable => "UNAVAILABLE",
             Self::Timeout { .. } => "TIMEOUT",
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
@@ -141,6 +146,41 @@ impl From<ReadError> for ApiError {
             }
             other => Self::internal(&other),
         }
+    }
+}
+
+impl From<crate::postgres::accounts::AccountsError> for ApiError {
+    fn from(error: crate::postgres::accounts::AccountsError) -> Self {
+        use crate::postgres::accounts::AccountsError as E;
+        match error {
+            E::Unavailable(source) => {
+                tracing::warn!(%source, "accounts database unavailable");
+                Self::AccountsUnavailable
+            }
+            E::Internal(ref source) => {
+                Self::internal(&format_args!("accounts store: {error}: {source}"))
+            }
+            E::InvalidEmail(_) | E::WeakPassword(_) | E::EmailTaken | E::InvalidInput(_) => {
+                Self::BadInput {
+                    argument: None,
+                    message: error.to_string(),
+                }
+            }
+            E::InvalidCredentials | E::InvalidSession => Self::Unauthenticated(error.to_string()),
+            E::NotFound(_) => Self::NotFound(error.to_string()),
+            E::TooManyKeys { .. } => Self::Forbidden(error.to_string()),
+            E::CreditsExhausted(exhausted) => Self::credits_exhausted(&exhausted),
+        }
+    }
+}
+
+impl ApiError {
+    /// CREDITS_EXHAUSTED naming the way out: the reset date, PAYG, or a larger plan.
+    #[must_use]
+    pub fn credits_exhausted(exhausted: &crate::accounts::CreditsExhausted) -> Self {
+        Self::CreditsExhausted(format!(
+            "{exhausted}. To go on before then: enable pay-as-you-go (PAYG: $0.008 per credit past the allowance) or upgrade to the Project plan (4,000 credits a month for $30) in the dashboard; or wait for the reset."
+        ))
     }
 }
 

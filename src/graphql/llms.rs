@@ -34,6 +34,32 @@ pub const EXAMPLES: &[Example] = &[
         query: "{ apiVersion }",
     },
     Example {
+        field: "estimateCost",
+        title: "What a request would cost, without running or charging it",
+        query: r#"{
+  estimateCost(query: "{ a: orderbook(ticker: \"KXEXAMPLE-26MAR01-B50\") { seq } b: orderbook(ticker: \"KXEXAMPLE-26MAR01-B60\") { seq } }") {
+    credits operations { operation count credits }
+  }
+}"#,
+    },
+    Example {
+        field: "me",
+        title: "Your plan, credits this cycle and usage by operation (session token or API key)",
+        query: r#"{
+  me {
+    tier creditsTotal creditsUsed creditsRemaining cycleStart cycleEnd
+    usage(from: "2026-01-01T00:00:00Z", to: "2027-01-01T00:00:00Z", groupBy: [DAY, OPERATION]) {
+      bucketStart operation requests credits
+    }
+  }
+}"#,
+    },
+    Example {
+        field: "apiKeys",
+        title: "Your API keys (session token)",
+        query: "{ apiKeys { id name prefix createdAt lastUsedAt revokedAt } }",
+    },
+    Example {
         field: "limits",
         title: "The limits to size requests by",
         query: "{ limits { maxBookDepth maxPageSize maxEventsRangeSeconds maxSnapshotInstants queryTimeoutSeconds maxQueryComplexity } }",
@@ -162,17 +188,17 @@ impl Parsed {
     }
 
     fn query_fields(&self) -> Vec<&FieldDefinition> {
-        self.root_fields("Query")
+        self.object_fields("Query")
     }
 
     fn subscription_fields(&self) -> Vec<&FieldDefinition> {
-        self.root_fields("Subscription")
+        self.object_fields("Subscription")
     }
 
-    fn root_fields(&self, root: &str) -> Vec<&FieldDefinition> {
+    fn object_fields(&self, name: &str) -> Vec<&FieldDefinition> {
         self.types
             .iter()
-            .find(|t| t.name.node == root)
+            .find(|t| t.name.node == name)
             .and_then(|t| match &t.kind {
                 TypeKind::Object(object) => Some(object.fields.iter().map(|f| &f.node).collect()),
                 _ => None,
@@ -292,7 +318,110 @@ const CONVENTIONS: &str = "\
 - Ranges are half-open `[from, to)`. Lists are paged with `first` and `after` (pass the previous `pageInfo.endCursor`; cursors stay valid while new data arrives).
 - Kalshi quotes bids only: the YES ask is $1 − the best NO bid. `costToBuy(side: YES)` walks the NO bids.
 - A book's `complete` is false inside a recorded feed gap (`status: IN_GAP`) or when nothing was recorded in the 2 hours before the instant (`status: NOT_RECORDED`, ladders null).
-- Every error has `extensions.code`: BAD_INPUT (fix the argument named in `extensions.argument`), NOT_FOUND (unknown ticker), UNAVAILABLE (retry in a few seconds), TIMEOUT (ask for less), INTERNAL (retry; report the reference); with API keys: UNAUTHENTICATED (HTTP 401), FORBIDDEN (403), CREDITS_EXHAUSTED and RATE_LIMITED (429, `Retry-After`).";
+- Every error has `extensions.code` (see Errors below).
+- Market data needs an API key in the `X-API-Key` header and costs credits (see Authentication and Credits below).";
+
+/// How to authenticate, what each operation costs, the plans, the headers and the error
+/// codes: generated from the price list and the tiers, so they cannot drift.
+fn access_text() -> String {
+    use crate::accounts::{Operation, Tier, cost};
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Authentication
+
+- Market data (every query field except `apiVersion`, `limits`, `estimateCost`, `me`, `apiKeys` and introspection) needs an API key: send `X-API-Key: kb_live_...`. A missing, unknown or revoked key gets HTTP 401 with `UNAUTHENTICATED`; a revoked key is refused from its very next request.
+- Get a key: `mutation {{ signup(email, password) {{ accessToken refreshToken }} }}` (or `login`), then `mutation {{ createApiKey(name: \"my bot\") {{ key }} }}` with `Authorization: Bearer <accessToken>`. The key is shown once; only its hash is stored. At most 20 active keys per account.
+- Account operations (`apiKeys`, `createApiKey`, `revokeApiKey(id)`, `logout(refreshToken)`) take the session: `Authorization: Bearer <accessToken>`. `me` accepts the session or an API key. Access tokens last 15 minutes; `refresh(refreshToken)` returns a new pair (the old refresh token stops working).
+- `signup` and `login`: at most 5 attempts a minute per client address and per email (`RATE_LIMITED`). Passwords: 12 to 128 characters.
+
+## Credits
+
+A request costs the sum of its root fields' prices, computed from the parsed query before it runs and charged once, atomically (concurrent requests can never spend more than the balance). Aliased fields count separately; a paged field (`first` up to the page limit) costs one page per call; `@skip`/`@include` are honoured. A request that returns no data (every field failed) is refunded. `estimateCost(query)` prices a query without running or charging it.
+
+| operation | query field | credits |
+|---|---|---|"
+    );
+    for op in Operation::ALL {
+        let field = match op {
+            Operation::Markets => "`markets` (one page)",
+            Operation::Market => "`market`",
+            Operation::DeltasPage => "`deltas` (one page)",
+            Operation::TradesPage => "`trades` (one page)",
+            Operation::OrderbookAt => "`orderbook`; `bookSnapshots` per instant",
+            Operation::Candles => "`candles`",
+            Operation::FeedGaps => "`feedGaps`",
+            Operation::Coverage => "`coverage`",
+            Operation::LiveSubscription => "starting any subscription (WebSocket)",
+            Operation::LiveMessages => "each started block of 1,000 subscription messages",
+        };
+        let _ = writeln!(out, "| {} | {field} | {} |", op.as_str(), cost(op));
+    }
+    let _ = writeln!(
+        out,
+        "
+## Plans
+
+Credits reset every month on the account's cycle date (`me {{ cycleEnd }}`). Rate limits are per API key, shared by its concurrent requests.
+
+| plan | credits a month | requests a minute per key | price | past the allowance |
+|---|---|---|---|---|"
+    );
+    for tier in Tier::ALL {
+        let limits = tier.limits();
+        let price = if limits.monthly_price_cents == 0 {
+            "free".to_owned()
+        } else {
+            format!(
+                "${}.{:02} a month",
+                limits.monthly_price_cents / 100,
+                limits.monthly_price_cents % 100
+            )
+        };
+        let overage = limits.overage_micro_usd_per_credit.map_or_else(
+            || "CREDITS_EXHAUSTED until the reset".to_owned(),
+            |micro| {
+                format!(
+                    "${}.{:06} per credit, billed monthly",
+                    micro / 1_000_000,
+                    micro % 1_000_000
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {price} | {overage} |",
+            tier.as_str().to_uppercase(),
+            limits.included_credits,
+            limits.requests_per_minute
+        );
+    }
+    let _ = writeln!(
+        out,
+        "
+## Headers
+
+Every response to a request sent with an API key carries:
+- `X-Credits-Cost`: credits this request was charged (0 when refused or refunded)
+- `X-Credits-Used`, `X-Credits-Remaining`, `X-Credits-Total`: the cycle's balance after it
+- `X-RateLimit-Limit`: requests a minute for this key; `X-RateLimit-Remaining`: requests that may be sent right now; `X-RateLimit-Reset`: seconds until the full allowance is back
+- on HTTP 429 also `Retry-After` (seconds)
+
+## Errors
+
+Every error has `extensions.code` and a message that says what to do:
+- `BAD_INPUT` (HTTP 200, or 400/413 for a malformed request): fix the argument named in `extensions.argument`
+- `NOT_FOUND`: unknown ticker, or a key that is not yours
+- `UNAUTHENTICATED` (HTTP 401): no, invalid or revoked API key; or no, invalid or expired session token for an account operation
+- `FORBIDDEN` (HTTP 403): allowed for no one on this plan (e.g. more than 20 active keys)
+- `CREDITS_EXHAUSTED` (HTTP 429): the cycle's credits cannot cover the request; nothing was charged; the message names the reset date and the ways on (enable PAYG, upgrade)
+- `RATE_LIMITED` (HTTP 429, `Retry-After`, `extensions.retryAfterSeconds`): too many requests for this key, or too many sign-in attempts
+- `UNAVAILABLE` (HTTP 503 when the accounts database does not answer, so nothing ran and nothing was charged; HTTP 200 with the field's error when the history database does not answer): retry in a few seconds
+- `TIMEOUT`: the query ran past the time limit; ask for less
+- `INTERNAL`: retry; report `reference` if it persists"
+    );
+    out
+}
 
 fn limits_text() -> String {
     format!(
@@ -336,8 +465,18 @@ static LLMS_TXT: LazyLock<String> = LazyLock::new(|| {
         "One GraphQL endpoint: `POST /graphql` (JSON) or `GET /graphql?query=...`; GraphiQL in a browser at `/graphql`. The full reference with an example per query is `/llms-full.txt`.\n"
     );
     let _ = writeln!(out, "## Conventions\n\n{CONVENTIONS}\n");
+    let _ = writeln!(out, "{}", access_text());
     let _ = writeln!(out, "## Queries\n");
     for field in parsed.query_fields() {
+        let _ = writeln!(
+            out,
+            "- `{}`: {}",
+            field.name.node,
+            first_sentence(&description(field.description.as_ref()))
+        );
+    }
+    let _ = writeln!(out, "\n## Mutations\n");
+    for field in parsed.object_fields("Mutation") {
         let _ = writeln!(
             out,
             "- `{}`: {}",
@@ -367,6 +506,7 @@ static LLMS_FULL_TXT: LazyLock<String> = LazyLock::new(|| {
     let mut out = String::new();
     let _ = writeln!(out, "# KalshiBook API reference\n\n> {INTRO}\n");
     let _ = writeln!(out, "## Conventions\n\n{CONVENTIONS}\n");
+    let _ = writeln!(out, "{}", access_text());
     let _ = writeln!(out, "## Limits\n\n{}\n", limits_text());
     let _ = writeln!(out, "## Queries\n");
     for field in parsed.query_fields() {
@@ -420,9 +560,15 @@ static LLMS_FULL_TXT: LazyLock<String> = LazyLock::new(|| {
             );
         }
     }
+    let _ = writeln!(out, "## Mutations\n");
+    for field in parsed.object_fields("Mutation") {
+        let _ = writeln!(out, "### {}\n\n`{}`\n", field.name.node, signature(field));
+        let _ = writeln!(out, "{}\n", description(field.description.as_ref()));
+    }
     let _ = writeln!(out, "## Types\n");
     for ty in &parsed.types {
         if ty.name.node == "Query"
+            || ty.name.node == "Mutation"
             || ty.name.node == "Subscription"
             || ty.name.node.starts_with("__")
         {
@@ -537,6 +683,37 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_state_access_credits_plans_headers_and_codes() {
+        for text in [llms_txt(), llms_full_txt()] {
+            for needle in [
+                "X-API-Key",
+                "Authorization: Bearer",
+                "| orderbook | `orderbook`; `bookSnapshots` per instant | 5 |",
+                "| deltas | `deltas` (one page) | 2 |",
+                "| markets | `markets` (one page) | 1 |",
+                "| FREE | 1000 | 30 | free |",
+                "| PAYG | 1000 | 60 | free | $0.008000 per credit",
+                "| PROJECT | 4000 | 120 | $30.00 a month |",
+                "X-Credits-Remaining",
+                "X-Credits-Used",
+                "X-Credits-Total",
+                "X-Credits-Cost",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+                "CREDITS_EXHAUSTED",
+                "RATE_LIMITED",
+                "UNAUTHENTICATED",
+                "UNAVAILABLE",
+                "`createApiKey`",
+            ] {
+                assert!(text.contains(needle), "{needle}");
+            }
+        }
+    }
+
+    #[test]
     fn first_sentences_skip_abbreviations() {
         assert_eq!(
             first_sentence("The version, e.g. \"0.1.0\". Costs nothing."),
@@ -548,8 +725,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_example_passes_validation() {
-        // Without a store the resolvers answer INTERNAL; anything else (BAD_INPUT) means the
-        // example does not fit the schema or its limits.
+        // Without a store the resolvers answer INTERNAL, and account fields without a session
+        // UNAUTHENTICATED; anything else (BAD_INPUT) means the example does not fit the schema
+        // or its limits.
         let schema = super::super::schema();
         for example in EXAMPLES {
             let response = schema.execute(example.query).await;
@@ -559,9 +737,9 @@ mod tests {
                     .as_ref()
                     .and_then(|e| e.get("code"))
                     .cloned();
-                assert_eq!(
-                    code,
-                    Some(async_graphql::Value::from("INTERNAL")),
+                assert!(
+                    code == Some(async_graphql::Value::from("INTERNAL"))
+                        || code == Some(async_graphql::Value::from("UNAUTHENTICATED")),
                     "{}: {error:?}",
                     example.field
                 );

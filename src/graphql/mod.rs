@@ -3,12 +3,15 @@
 //!
 //! `query` holds the resolvers (thin), `types` the views they return, `scalars` the exact
 //! decimal and time scalars, `error` the codes every error carries, `context` the caller,
-//! meter and store a resolver reaches, `limits` every bound, `llms` the documentation served
+//! store and accounts a resolver reaches, `cost` the price of a parsed request, `account`
+//! sign-in, keys and `me`, `limits` every bound, `llms` the documentation served
 //! to agents. `schema.graphql` is generated from this (checked by a test).
 
+pub mod account;
 pub mod analytics;
 pub mod args;
 pub mod context;
+pub mod cost;
 pub mod cursor;
 pub mod error;
 pub mod limits;
@@ -18,27 +21,27 @@ pub mod scalars;
 pub mod subscription;
 pub mod types;
 
-use std::sync::Arc;
+use async_graphql::Schema;
 
-use async_graphql::{EmptyMutation, Schema};
-
-pub use context::{Caller, Meter, PricedField, Principal, Store};
+pub use account::MutationRoot;
+pub use context::{Accounts, Caller, ClientAddr, Principal, SessionCaller, Store};
 pub use error::ApiError;
 pub use query::QueryRoot;
 pub use subscription::{LiveService, SubscriptionRoot};
 
-pub type KalshiBookSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
+pub type KalshiBookSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Builds the schema with its limits, reading from `store`, charging through `meter` and
-/// serving subscriptions through `live`. Without a store (SDL generation) every data field
-/// answers INTERNAL; without `live` every subscription answers UNAVAILABLE.
+/// Builds the schema with its limits, reading market data from `store`, accounts from
+/// `accounts` and serving subscriptions through `live`. Without a store (SDL generation)
+/// every data field answers INTERNAL, without accounts every account field does, without
+/// `live` every subscription answers UNAVAILABLE.
 #[must_use]
 pub fn build(
     store: Option<Store>,
-    meter: Option<Arc<dyn Meter>>,
-    live: Option<Arc<LiveService>>,
+    accounts: Option<Accounts>,
+    live: Option<std::sync::Arc<LiveService>>,
 ) -> KalshiBookSchema {
-    let mut builder = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .limit_depth(limits::MAX_DEPTH)
         .limit_complexity(limits::MAX_COMPLEXITY)
         .limit_recursive_depth(limits::MAX_BRACKET_NESTING)
@@ -47,8 +50,8 @@ pub fn build(
     if let Some(store) = store {
         builder = builder.data(store);
     }
-    if let Some(meter) = meter {
-        builder = builder.data(meter);
+    if let Some(accounts) = accounts {
+        builder = builder.data(accounts);
     }
     if let Some(live) = live {
         builder = builder.data(live);

@@ -1,10 +1,13 @@
-//! The query root: every read of recorded history. Resolvers are thin: check the arguments,
-//! take the caller from the request, charge, read from the store, map to view types.
+//! The query root: every read of recorded history, plus the caller's account (`me`,
+//! `apiKeys`) and `estimateCost`. Resolvers are thin: check the arguments, read from the
+//! store, map to view types. The request was priced and charged before it ran (see
+//! `graphql::cost`); resolvers do not charge.
 
 use async_graphql::{Context, Object};
 
+use super::account::{self, ApiKeyView, CostEstimate, Me};
 use super::args;
-use super::context::{Caller, PricedField, Store, charge};
+use super::context::Store;
 use super::cursor;
 use super::error::ApiError;
 use super::limits;
@@ -57,6 +60,36 @@ impl QueryRoot {
         env!("CARGO_PKG_VERSION")
     }
 
+    /// What `query` (with `variables`, the operation `operationName`) would cost in credits,
+    /// per operation, without running or charging it. Costs nothing and needs no key.
+    async fn estimate_cost(
+        &self,
+        #[graphql(desc = "The GraphQL document to price.")] query: String,
+        #[graphql(desc = "Its variables, as a JSON object.")] variables: Option<
+            async_graphql::Json<serde_json::Value>,
+        >,
+        #[graphql(desc = "The operation to price when the document holds several.")]
+        operation_name: Option<String>,
+    ) -> async_graphql::Result<CostEstimate> {
+        Ok(account::estimate_cost(
+            &query,
+            variables.map(|v| v.0),
+            operation_name.as_deref(),
+        )?)
+    }
+
+    /// The caller's account: tier, credits this cycle and usage. Needs a session token
+    /// (`Authorization: Bearer <accessToken>`) or an API key (`X-API-Key`). Costs nothing.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        Ok(account::me(ctx).await?)
+    }
+
+    /// The API keys of the signed-in account, revoked ones included, oldest first (never the
+    /// keys themselves: their visible prefix). Needs a session token. Costs nothing.
+    async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKeyView>> {
+        Ok(account::api_keys(ctx).await?)
+    }
+
     /// The limits this server enforces (page sizes, ranges, depth, timeouts). Costs nothing.
     async fn limits(&self) -> Limits {
         Limits {
@@ -95,11 +128,9 @@ impl QueryRoot {
         )]
         depth: Option<i32>,
     ) -> async_graphql::Result<OrderBook> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
         let depth = args::depth(depth.unwrap_or(limits::DEFAULT_BOOK_DEPTH))?;
         let at = at.map_or_else(now_us, |at| at.0);
-        charge(ctx, &caller, PricedField::Orderbook).await?;
         let store = Store::of(ctx)?;
         let read = store
             .run(orderbook::orderbook_at(&store.clickhouse, ticker, at))
@@ -128,7 +159,6 @@ impl QueryRoot {
         )]
         depth: Option<i32>,
     ) -> async_graphql::Result<Vec<OrderBook>> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
         let depth = args::depth(depth.unwrap_or(limits::DEFAULT_BOOK_DEPTH))?;
         let range = args::range(from, to, limits::MAX_SNAPSHOTS_RANGE)?;
@@ -156,14 +186,6 @@ impl QueryRoot {
             interval_us,
             count: count as u32,
         };
-        charge(
-            ctx,
-            &caller,
-            PricedField::BookSnapshots {
-                instants: instants.count,
-            },
-        )
-        .await?;
         let store = Store::of(ctx)?;
         let gap_range = TimeRange {
             from_us: range.from_us,
@@ -208,7 +230,6 @@ impl QueryRoot {
         )]
         after: Option<String>,
     ) -> async_graphql::Result<DeltaConnection> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
         let range = args::range(from, to, limits::MAX_EVENTS_RANGE)?;
         let limit = args::page_size(first.unwrap_or(limits::DEFAULT_PAGE_SIZE))?;
@@ -216,7 +237,6 @@ impl QueryRoot {
             .as_deref()
             .map(cursor::parse_delta_cursor)
             .transpose()?;
-        charge(ctx, &caller, PricedField::DeltasPage).await?;
         let store = Store::of(ctx)?;
         let page = store
             .run(events::deltas_page(
@@ -266,7 +286,6 @@ impl QueryRoot {
         )]
         after: Option<String>,
     ) -> async_graphql::Result<TradeConnection> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
         let range = args::range(from, to, limits::MAX_EVENTS_RANGE)?;
         let limit = args::page_size(first.unwrap_or(limits::DEFAULT_PAGE_SIZE))?;
@@ -274,7 +293,6 @@ impl QueryRoot {
             .as_deref()
             .map(cursor::parse_trade_cursor)
             .transpose()?;
-        charge(ctx, &caller, PricedField::TradesPage).await?;
         let store = Store::of(ctx)?;
         let page = store
             .run(events::trades_page(
@@ -333,7 +351,6 @@ impl QueryRoot {
         #[graphql(desc = "Continue after this cursor (a previous page's pageInfo.endCursor).")]
         after: Option<String>,
     ) -> async_graphql::Result<MarketConnection> {
-        let caller = Caller::of(ctx);
         let filter = MarketFilter {
             status: args::text("status", status)?,
             series_ticker: args::text("seriesTicker", series_ticker)?,
@@ -345,7 +362,6 @@ impl QueryRoot {
             .as_deref()
             .map(cursor::parse_market_cursor)
             .transpose()?;
-        charge(ctx, &caller, PricedField::Markets).await?;
         let store = Store::of(ctx)?;
         let (found, has_next) = store
             .run(markets::list_markets(
@@ -407,9 +423,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The market's ticker (case-sensitive).")] ticker: String,
     ) -> async_graphql::Result<Market> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
-        charge(ctx, &caller, PricedField::Market).await?;
         let store = Store::of(ctx)?;
         let stored = store
             .run(markets::get_market(&store.clickhouse, ticker))
@@ -453,7 +467,6 @@ impl QueryRoot {
         )]
         source: Option<CandleSource>,
     ) -> async_graphql::Result<Vec<Candle>> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
         if !(1..=limits::MAX_CANDLE_MINUTES).contains(&interval_minutes) {
             return Err(ApiError::bad_input(
@@ -478,7 +491,6 @@ impl QueryRoot {
                 ),
             )
         })?;
-        charge(ctx, &caller, PricedField::Candles).await?;
         let store = Store::of(ctx)?;
         let out: Vec<Candle> = match source.unwrap_or(CandleSource::Trades) {
             CandleSource::Trades => store
@@ -567,7 +579,6 @@ impl QueryRoot {
         )]
         first: Option<i32>,
     ) -> async_graphql::Result<Vec<FeedGap>> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
         let range = args::range(from, to, limits::MAX_GAPS_RANGE)?;
         let first = first.unwrap_or(limits::DEFAULT_PAGE_SIZE);
@@ -578,7 +589,6 @@ impl QueryRoot {
             )
             .into());
         }
-        charge(ctx, &caller, PricedField::FeedGaps).await?;
         let store = Store::of(ctx)?;
         let (found, _) = store
             .run(gaps::gaps_overlapping(
@@ -605,10 +615,8 @@ impl QueryRoot {
         #[graphql(desc = "Start of the range (inclusive).")] from: DateTimeScalar,
         #[graphql(desc = "End of the range (exclusive).")] to: DateTimeScalar,
     ) -> async_graphql::Result<CoverageView> {
-        let caller = Caller::of(ctx);
         let ticker = args::ticker(&ticker)?;
         let range = args::range(from, to, limits::MAX_GAPS_RANGE)?;
-        charge(ctx, &caller, PricedField::Coverage).await?;
         let store = Store::of(ctx)?;
         let tickers = [ticker.to_owned()];
         let mut found = store

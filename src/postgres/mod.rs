@@ -21,14 +21,32 @@ pub enum PostgresError {
     Query(#[from] tokio_postgres::Error),
 }
 
+/// The longest a new connection may take to be established.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// The longest any statement may run (Postgres cancels it; the request is UNAVAILABLE).
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest a request waits for a free pooled connection.
+pub const POOL_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds a lazily-connecting pool: nothing is dialled until first use, so a server whose
 /// Postgres is down still starts and reports itself unready.
 ///
 /// # Errors
 /// [`PostgresError`] when the URL does not parse.
 pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
-    let pg_config: tokio_postgres::Config =
+    let mut pg_config: tokio_postgres::Config =
         config.url.expose().parse().map_err(PostgresError::Url)?;
+    // A server that accepts TCP but never answers must not hold requests: bound the dial,
+    // every statement (server side), and the wait for a pooled connection.
+    if pg_config.get_connect_timeout().is_none() {
+        pg_config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if pg_config.get_options().is_none() {
+        pg_config.options(format!(
+            "-c statement_timeout={}",
+            STATEMENT_TIMEOUT.as_millis()
+        ));
+    }
     let manager = Manager::from_config(
         pg_config,
         NoTls,
@@ -39,6 +57,9 @@ pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
     Ok(Pool::builder(manager)
         .max_size(config.pool_size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()?)
 }
 

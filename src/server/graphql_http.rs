@@ -1,23 +1,30 @@
 //! `/graphql`: POST with a JSON body, GET with URL parameters, GraphiQL for browsers. Every
-//! refusal — a body too large, malformed JSON, a query too long or nested too deep, even a
-//! panic — is a GraphQL error body whose `extensions.code` says what happened.
+//! refusal — a body too large, malformed JSON, a query too long or nested too deep, no or a
+//! bad API key, a rate limit, exhausted credits, even a panic — is a GraphQL error body whose
+//! `extensions.code` says what happened.
+//!
+//! A request is priced from its parsed text, its key authenticated and rate limited, and its
+//! price charged once, all before it runs (see [`super::gate`]); it is refunded if it returns
+//! no data, and its usage is counted in memory for the batched recorder.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 
 use async_graphql::{Request, Variables};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::FutureExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::gate::{API_KEY_HEADER, Gate, Metering};
 use crate::graphql::limits::{MAX_BODY_BYTES, MAX_BRACKET_NESTING, MAX_QUERY_BYTES};
-use crate::graphql::{Caller, KalshiBookSchema, Principal};
+use crate::graphql::{ApiError, Caller, ClientAddr, KalshiBookSchema, SessionCaller, cost};
 
 /// What the `/graphql` handlers share.
 #[derive(Clone)]
@@ -25,6 +32,16 @@ pub struct GraphqlState {
     pub schema: KalshiBookSchema,
     /// The WebSocket side (subscriptions) of the same endpoint.
     pub ws: super::ws::WsState,
+    /// Authentication, rate limits and credits; `None` only where a benchmark measures the
+    /// API without them (`kalshibook bench auth`).
+    pub gate: Option<Gate>,
+}
+
+/// Who sent the request: the headers and, when the server was started with connection
+/// info, the peer address.
+pub(super) struct Origin {
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
 }
 
 /// A GraphQL-shaped error body (`{"errors":[{"message", "extensions":{"code"}}]}`).
@@ -51,9 +68,14 @@ struct Body {
 /// POST /graphql.
 pub(super) async fn post(
     State(state): State<GraphqlState>,
-    principal: Option<axum::Extension<Principal>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let origin = Origin {
+        headers,
+        peer: peer.map(|axum::Extension(ConnectInfo(addr))| addr),
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -107,14 +129,14 @@ pub(super) async fn post(
         Some(value @ serde_json::Value::Object(_)) => Variables::from_json(value),
         Some(_) => return bad_request("`variables` must be a JSON object"),
     };
-    execute(&state, query, operation_name, variables, principal).await
+    execute(&state, query, operation_name, variables, origin).await
 }
 
 /// GET /graphql: a query in the URL (`?query=…&variables=…&operationName=…`), or GraphiQL
 /// when there is no query (a browser opening the endpoint).
 pub(super) async fn get(
     State(state): State<GraphqlState>,
-    principal: Option<axum::Extension<Principal>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     upgrade: Result<
         axum::extract::WebSocketUpgrade,
@@ -150,7 +172,11 @@ pub(super) async fn get(
         },
     };
     let operation_name = params.remove("operationName");
-    execute(&state, query, operation_name, variables, principal).await
+    let origin = Origin {
+        headers,
+        peer: peer.map(|axum::Extension(ConnectInfo(addr))| addr),
+    };
+    execute(&state, query, operation_name, variables, origin).await
 }
 
 /// The GraphiQL IDE pointed at `/graphql`.
@@ -163,14 +189,14 @@ pub(super) fn graphiql() -> Html<String> {
     )
 }
 
-/// Checks the query text, runs it with the caller in its data, and answers 200 with the
-/// GraphQL response (errors included), or 500 with code INTERNAL if execution panicked.
+/// Checks the query text; prices it, authenticates, rate limits and charges its caller;
+/// runs it; refunds it if it returned no data; answers with the metering headers.
 async fn execute(
     state: &GraphqlState,
     query: String,
     operation_name: Option<String>,
     variables: Variables,
-    principal: Option<axum::Extension<Principal>>,
+    origin: Origin,
 ) -> Response {
     if query.len() > MAX_QUERY_BYTES {
         return refuse(
@@ -187,26 +213,61 @@ async fn execute(
             "the query nests brackets {depth} deep, over the limit of {MAX_BRACKET_NESTING}"
         ));
     }
-    let caller = Caller {
-        principal: principal.map(|axum::Extension(p)| p),
-    };
-    let mut request = Request::new(query).variables(variables).data(caller);
+    let mut metering = Metering::default();
+    let mut caller = Caller::default();
+    let mut session = SessionCaller::Absent;
+    let mut charged = None;
+    if let Some(gate) = &state.gate {
+        session = gate.session(&origin.headers);
+        // A document that does not parse is left to the schema, which refuses it (with its
+        // syntax error) before running anything.
+        if let Ok(plan) = cost::plan(&query, operation_name.as_deref(), &variables) {
+            match admit(gate, &plan, &origin.headers, &mut metering).await {
+                Ok(Some((principal, request_id))) => {
+                    caller.principal = Some(principal);
+                    if !plan.operations.is_empty() {
+                        charged = Some((principal, request_id, plan.operations));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => return refuse_api(&error, &metering),
+            }
+        }
+    }
+    let mut request = Request::new(query)
+        .variables(variables)
+        .data(caller)
+        .data(session)
+        .data(ClientAddr(origin.peer.map(|addr| addr.ip())));
     if let Some(name) = operation_name {
         request = request.operation_name(name);
     }
     let executed = AssertUnwindSafe(state.schema.execute(request))
         .catch_unwind()
         .await;
-    match executed {
+    if let (Some(gate), Some((principal, request_id, operations))) = (&state.gate, charged) {
+        let delivered = executed.as_ref().is_ok_and(returned_data);
+        if delivered {
+            gate.usage()
+                .record(&principal, &operations, time::OffsetDateTime::now_utc());
+        } else {
+            match gate.refund(&principal, request_id).await {
+                Ok(balance) => metering.credits = Some((balance, crate::accounts::Credits::ZERO)),
+                // The client was charged for nothing: an operator can refund it from the
+                // ledger by request id.
+                Err(error) => {
+                    tracing::error!(%error, %request_id, account = %principal.account_id, "refund failed")
+                }
+            }
+        }
+    }
+    let mut answer = match executed {
         Ok(response) => {
             let (status, retry_after) = http_status(&response);
-            let mut answer = (status, Json(response)).into_response();
-            if let Some(secs) = retry_after {
-                answer
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+            if retry_after.is_some() {
+                metering.retry_after_secs = retry_after;
             }
-            answer
+            (status, Json(response)).into_response()
         }
         Err(_) => {
             let reference = format!("{:016x}", rand::random::<u64>());
@@ -219,7 +280,83 @@ async fn execute(
                 ),
             )
         }
+    };
+    metering.write(answer.headers_mut());
+    answer
+}
+
+/// The gate's checks before a request runs: authenticate the key (required when the
+/// request reads data), count it against the key's rate, charge its price. Returns the
+/// principal and the charge's request id when a key was presented.
+async fn admit(
+    gate: &Gate,
+    plan: &cost::Plan,
+    headers: &HeaderMap,
+    metering: &mut Metering,
+) -> Result<Option<(crate::graphql::Principal, uuid::Uuid)>, ApiError> {
+    let key = headers.get(API_KEY_HEADER);
+    if key.is_none() && !plan.reads_data {
+        return Ok(None);
     }
+    let key = key.map(|value| value.to_str().unwrap_or(""));
+    let principal = gate.authenticate(key).await?;
+    match gate.admit(&principal) {
+        Ok(rate) => metering.rate = Some(rate),
+        Err(refused) => {
+            metering.rate = Some(refused.state);
+            metering.retry_after_secs = Some(refused.state.reset_secs);
+            return Err(refused.error);
+        }
+    }
+    let request_id = uuid::Uuid::new_v4();
+    if !plan.operations.is_empty() {
+        match gate.charge(&principal, &plan.operations, request_id).await {
+            Ok(outcome) => metering.credits = Some((outcome.balance, outcome.cost)),
+            Err(refused) => {
+                metering.credits = refused
+                    .balance
+                    .map(|balance| (balance, crate::accounts::Credits::ZERO));
+                return Err(refused.error);
+            }
+        }
+    }
+    Ok(Some((principal, request_id)))
+}
+
+/// Whether a response carries any data: some root field answered non-null. A request that
+/// failed as a whole (validation, every field refused) delivered nothing and is refunded.
+fn returned_data(response: &async_graphql::Response) -> bool {
+    match &response.data {
+        async_graphql::Value::Object(fields) => fields
+            .values()
+            .any(|value| !matches!(value, async_graphql::Value::Null)),
+        async_graphql::Value::Null => false,
+        _ => true,
+    }
+}
+
+/// A refusal before execution, with its status, code and metering headers.
+fn refuse_api(error: &ApiError, metering: &Metering) -> Response {
+    let status = match error.code() {
+        "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
+        "FORBIDDEN" => StatusCode::FORBIDDEN,
+        "CREDITS_EXHAUSTED" | "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
+        "UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        "INTERNAL" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut extensions = serde_json::Map::new();
+    extensions.insert("code".to_owned(), json!(error.code()));
+    if let ApiError::RateLimited {
+        retry_after_secs, ..
+    } = error
+    {
+        extensions.insert("retryAfterSeconds".to_owned(), json!(retry_after_secs));
+    }
+    let body = json!({ "errors": [{ "message": error.to_string(), "extensions": extensions }] });
+    let mut response = (status, Json(body)).into_response();
+    metering.write(response.headers_mut());
+    response
 }
 
 /// The HTTP status of an executed request: 200, unless an error refused the caller — 401

@@ -1,6 +1,8 @@
 //! The HTTP front: axum router, shared state, health, readiness and metrics endpoints,
-//! `/graphql` (POST, GET, GraphiQL) and the agent documentation `/llms.txt`, `/llms-full.txt`.
+//! `/graphql` (POST, GET, GraphiQL) behind the [`Gate`] (API keys, rate limits, credits),
+//! and the agent documentation `/llms.txt`, `/llms-full.txt`.
 
+pub mod gate;
 mod graphql_http;
 mod health;
 pub mod ws;
@@ -19,7 +21,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use gate::Gate;
+
+use crate::accounts::JwtKeys;
+use crate::accounts::rate::RateLimits;
 use crate::config::Config;
+use crate::postgres::accounts::AccountStore;
 use crate::{clickhouse, graphql, postgres, telemetry};
 
 /// What every handler can reach.
@@ -31,14 +38,15 @@ pub struct AppState {
     pub ready_timeout: Duration,
     /// Present when the collector runs in this process; `/readyz` then reports it too.
     pub collector: Option<CollectorProbe>,
-    /// Charges GraphQL callers (installed by the accounts layer); `None`: queries are free.
-    pub meter: Option<std::sync::Arc<dyn graphql::Meter>>,
+    /// API keys, rate limits, credits and sessions. Always set by [`AppState::new`]; `None`
+    /// only where a benchmark measures the API without them (`kalshibook bench auth`).
+    pub gate: Option<Gate>,
     /// The collector's live bus when it runs in this process; without it subscriptions
     /// answer `UNAVAILABLE`.
     pub bus: Option<crate::live::Bus>,
     /// Limits and timings of live subscriptions.
     pub live: graphql::subscription::LiveConfig,
-    /// Charges live subscriptions (the accounts store unless replaced); `None`: free.
+    /// Charges live subscriptions (the gate unless replaced); `None`: free.
     pub live_meter: Option<std::sync::Arc<dyn graphql::subscription::LiveMeter>>,
     /// Recognises API keys on WebSocket connections (the accounts store unless replaced).
     pub authenticator: std::sync::Arc<dyn ws::Authenticator>,
@@ -60,22 +68,32 @@ impl AppState {
     /// # Errors
     /// When the Postgres URL cannot be turned into a pool.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Self::with_rate_limits(config, RateLimits::standard())
+    }
+
+    /// As [`AppState::new`], with `rates` instead of the product plan's limits on the
+    /// monotonic clock (tests move a manual clock; benchmarks lift the ceiling).
+    ///
+    /// # Errors
+    /// When the Postgres URL cannot be turned into a pool.
+    pub fn with_rate_limits(config: &Config, rates: RateLimits) -> anyhow::Result<Self> {
         telemetry::install_crypto_provider();
         let postgres = postgres::pool(&config.postgres)?;
-        let accounts = std::sync::Arc::new(postgres::accounts::AccountStore::new(postgres.clone()));
+        let jwt = JwtKeys::new(config.auth.jwt_secret_or_dev_default().expose().as_bytes())
+            .context("KALSHIBOOK_JWT_SECRET")?;
+        let gate = Gate::new(AccountStore::new(postgres.clone()), jwt, rates);
         Ok(Self {
             clickhouse: clickhouse::client(&config.clickhouse),
             postgres,
             metrics: telemetry::metrics_handle(),
             ready_timeout: config.ready_timeout,
             collector: None,
-            meter: None,
+            live_meter: Some(std::sync::Arc::new(gate.clone())
+                as std::sync::Arc<dyn graphql::subscription::LiveMeter>),
+            authenticator: std::sync::Arc::new(gate.store().clone()),
+            gate: Some(gate),
             bus: None,
             live: graphql::subscription::LiveConfig::default(),
-            live_meter: Some(
-                accounts.clone() as std::sync::Arc<dyn graphql::subscription::LiveMeter>
-            ),
-            authenticator: accounts,
             shutdown: CancellationToken::new(),
         })
     }
@@ -91,7 +109,7 @@ pub fn app(state: AppState) -> Router {
     ));
     let schema = graphql::build(
         Some(graphql::Store::new(&state.clickhouse)),
-        state.meter.clone(),
+        state.gate.as_ref().map(Gate::accounts),
         Some(live.clone()),
     );
     let ws = ws::WsState {
@@ -102,7 +120,11 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/graphql", get(graphql_http::get).post(graphql_http::post))
         .layer(DefaultBodyLimit::max(graphql::limits::MAX_BODY_BYTES))
-        .with_state(graphql_http::GraphqlState { schema, ws });
+        .with_state(graphql_http::GraphqlState {
+            schema,
+            gate: state.gate.clone(),
+            ws,
+        });
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -149,7 +171,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     served
 }
 
-/// Serves on an already-bound listener (tests bind port 0).
+/// How often usage counters are written to Postgres.
+pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the last flush at shutdown may keep retrying a Postgres that does not answer.
+pub const USAGE_FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Serves on an already-bound listener (tests bind port 0). Runs the usage flusher beside
+/// the server; at shutdown, in-flight requests finish first, then the last usage is flushed,
+/// so nothing counted is lost.
 ///
 /// # Errors
 /// When accepting connections fails.
@@ -162,10 +191,41 @@ pub async fn serve_on(
     state.shutdown = shutdown.clone();
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(%address, "serving: /graphql /llms.txt /healthz /readyz /metrics");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("HTTP server failed")?;
+    // Its own token: the flusher must outlive the server's last request, not stop with it.
+    let flusher_stop = CancellationToken::new();
+    let flusher = state.gate.as_ref().map(|gate| {
+        gate.usage().spawn_flusher(
+            USAGE_FLUSH_INTERVAL,
+            USAGE_FINAL_FLUSH_DEADLINE,
+            flusher_stop.clone(),
+        )
+    });
+    let housekeeping = state.gate.clone().map(|gate| {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => gate.rates().retain_recent(),
+                }
+            }
+        })
+    });
+    let served = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .context("HTTP server failed");
+    if let Some(flusher) = flusher {
+        flusher.shutdown().await;
+    }
+    if let Some(task) = housekeeping {
+        task.abort();
+    }
+    served?;
     tracing::info!("server stopped");
     Ok(())
 }

@@ -53,6 +53,34 @@ impl Authenticator for crate::postgres::accounts::AccountStore {
     }
 }
 
+/// Live subscriptions are charged like every other request: through the gate (atomic charge
+/// in Postgres), and counted in the usage table.
+impl crate::graphql::subscription::LiveMeter for super::gate::Gate {
+    fn charge<'a>(
+        &'a self,
+        principal: &'a Principal,
+        op: crate::accounts::Operation,
+    ) -> BoxFuture<'a, Result<(), crate::graphql::ApiError>> {
+        Box::pin(async move {
+            match Self::charge(self, principal, &[op], uuid::Uuid::new_v4()).await {
+                Ok(_) => {
+                    self.usage()
+                        .record(principal, &[op], time::OffsetDateTime::now_utc());
+                    Ok(())
+                }
+                Err(refused) => Err(match refused.error {
+                    crate::graphql::ApiError::CreditsExhausted(message) => {
+                        crate::graphql::ApiError::CreditsExhausted(format!(
+                            "{message}; the subscription has ended (live data costs 5 credits per subscription and 1 per 1,000 messages)"
+                        ))
+                    }
+                    other => other,
+                }),
+            }
+        })
+    }
+}
+
 /// What the WebSocket side of `/graphql` needs.
 #[derive(Clone)]
 pub struct WsState {

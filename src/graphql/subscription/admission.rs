@@ -61,31 +61,6 @@ pub trait LiveMeter: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ApiError>>;
 }
 
-impl LiveMeter for crate::postgres::accounts::AccountStore {
-    fn charge<'a>(
-        &'a self,
-        principal: &'a Principal,
-        op: Operation,
-    ) -> BoxFuture<'a, Result<(), ApiError>> {
-        use crate::postgres::accounts::AccountsError;
-        Box::pin(async move {
-            match Self::charge(self, principal, &[op], Uuid::new_v4()).await {
-                Ok(_) => Ok(()),
-                Err(AccountsError::CreditsExhausted(exhausted)) => {
-                    Err(ApiError::CreditsExhausted(format!(
-                        "{exhausted}; the subscription has ended (live data costs 5 credits per subscription and 1 per 1,000 messages)"
-                    )))
-                }
-                Err(AccountsError::Unavailable(source)) => {
-                    tracing::warn!(error = %source, "accounts database unavailable charging a subscription");
-                    Err(ApiError::internal(&"the accounts database is unavailable"))
-                }
-                Err(other) => Err(ApiError::internal(&other)),
-            }
-        })
-    }
-}
-
 /// Everything live subscriptions share: the bus (absent when no collector runs in this
 /// process), the limits, the meter, the shutdown signal and the per-account counts.
 pub struct LiveService {

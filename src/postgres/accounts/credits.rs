@@ -14,8 +14,16 @@ use uuid::Uuid;
 use super::{AccountStore, AccountsError, audit, tenant};
 use crate::accounts::{
     Actor, Balance, BillingCycle, ChargeOutcome, Credits, CreditsExhausted, Operation, Principal,
-    cost,
+    Tier, cost,
 };
+
+/// An account's plan and where it stands in its cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub tier: Tier,
+    pub payg_enabled: bool,
+    pub balance: Balance,
+}
 
 /// The Stripe meter event that PAYG overage rows in `meter_outbox` are sent as.
 pub const METER_EVENT_NAME: &str = "kalshibook_credits";
@@ -226,6 +234,34 @@ impl AccountStore {
             .ok_or(AccountsError::NotFound("account"))?;
         tx.commit().await?;
         Ok(balance_from_row(&row))
+    }
+
+    /// The account's plan and balance in its current cycle (rolling it first if it has
+    /// ended), read in its tenant transaction: for `me`.
+    ///
+    /// # Errors
+    /// [`AccountsError::NotFound`] for an unknown account (or another tenant's), or a database
+    /// error.
+    pub async fn account_summary(&self, account_id: Uuid) -> Result<AccountSummary, AccountsError> {
+        let mut client = self.client().await?;
+        let tx = tenant(&mut client, account_id).await?;
+        tx.execute("SELECT roll_billing_cycle($1)", &[&account_id])
+            .await?;
+        let row = tx
+            .query_opt(
+                "SELECT tier, payg_enabled, credits_used, credits_total, cycle_start, cycle_end \
+                   FROM billing_accounts WHERE id = $1",
+                &[&account_id],
+            )
+            .await?
+            .ok_or(AccountsError::NotFound("account"))?;
+        tx.commit().await?;
+        let tier: &str = row.get("tier");
+        Ok(AccountSummary {
+            tier: tier.parse().map_err(AccountsError::internal)?,
+            payg_enabled: row.get("payg_enabled"),
+            balance: balance_from_row(&row),
+        })
     }
 
     /// Adds `amount` credits to the current cycle's allowance of the account of `email` (an

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::accounts::{CreditsExhausted, InvalidEmail, WeakPassword};
 
-pub use credits::{MAX_GRANT, METER_EVENT_NAME};
+pub use credits::{AccountSummary, MAX_GRANT, METER_EVENT_NAME};
 pub use keys::{CreatedKey, KeyInfo, MAX_ACTIVE_KEYS};
 pub use usage::{MAX_USAGE_RANGE, UsageBucket, UsageFlusher, UsageQuery, UsageRecorder, UsageRow};
 pub use users::{Session, User};
