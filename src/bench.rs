@@ -32,7 +32,7 @@ pub struct IngestArgs {
 
 /// Kalshi frames as the exchange sends them: subscription replies, one snapshot per market,
 /// then deltas on one sid with contiguous sequence numbers.
-fn exchange_frames(args: &IngestArgs) -> (Vec<String>, Vec<String>) {
+pub(crate) fn exchange_frames(args: &IngestArgs) -> (Vec<String>, Vec<String>) {
     let mut rng = StdRng::seed_from_u64(42);
     let markets: Vec<String> = (0..args.markets)
         .map(|i| format!("KXBENCH-26NOV22-M{i:05}"))
@@ -513,7 +513,7 @@ async fn query_data_present(client: &clickhouse::Client, data: &QueryDataSet) ->
         && p.last_us == data.end_us() - data.step_us)
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -56,6 +56,10 @@ pub enum BenchCommand {
     /// p50/p99 of `orderbook(at:)` through the API (HTTP) against the same SQL straight to
     /// ClickHouse, on a generated market with 10 M deltas over 30 days.
     Query(crate::bench::QueryArgs),
+    /// Live fan-out: subscribers, messages/s and p50/p99 latency from the collector receiving
+    /// an exchange message to a WebSocket subscriber receiving it, for 100, 1,000 and 5,000
+    /// subscribers over 500 markets.
+    Fanout(crate::bench_fanout::FanoutArgs),
     /// p50/p99 of the same query through the API with authentication, rate limiting and
     /// credit metering on and off, in one run, and the latency they add.
     Auth(crate::bench::AuthArgs),
@@ -102,6 +106,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             telemetry::init_logging(&config.log)?;
             crate::bench::ingest(&config, &args).await
+        }
+        Command::Bench(BenchCommand::Fanout(args)) => {
+            let config = Config::from_env()?;
+            telemetry::init_logging(&config.log)?;
+            crate::bench_fanout::fanout(&config, &args).await
         }
         Command::Bench(BenchCommand::Auth(args)) => {
             let config = Config::from_env()?;

@@ -130,8 +130,10 @@ pub async fn demo(
     config.kalshi.private_key = Some(PrivateKey::Pem(Secret::new(DEMO_KEY_PEM)));
     crate::migrate::run(&config).await.context("migrations")?;
 
-    let collector = crate::collector::start(&config, Bus::default(), shutdown.clone()).await?;
+    let bus = Bus::default();
+    let collector = crate::collector::start(&config, bus.clone(), shutdown.clone()).await?;
     let mut state = AppState::new(&config)?;
+    state.bus = Some(bus);
     state.collector = Some(CollectorProbe {
         health: collector.health.clone(),
         writer: collector.writer.clone(),

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod bench;
+pub mod bench_fanout;
 pub mod cli;
 pub mod clickhouse;
 pub mod collector;

@@ -26,10 +26,18 @@ pub enum Operation {
     FeedGaps,
     /// What was recorded of one market over a range.
     Coverage,
+    /// Starting a live subscription (any of `orderbook`, `deltas`, `trades`, `marketStatus`).
+    LiveSubscription,
+    /// A block of [`LIVE_MESSAGES_PER_BLOCK`] messages delivered on a live subscription,
+    /// charged before the block's first message (heartbeats are free).
+    LiveMessages,
 }
 
+/// Messages of a live subscription paid for by one [`Operation::LiveMessages`].
+pub const LIVE_MESSAGES_PER_BLOCK: u64 = 1_000;
+
 impl Operation {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::Markets,
         Self::Market,
         Self::DeltasPage,
@@ -38,6 +46,8 @@ impl Operation {
         Self::Candles,
         Self::FeedGaps,
         Self::Coverage,
+        Self::LiveSubscription,
+        Self::LiveMessages,
     ];
 
     /// The stable name stored in `credit_ledger.operation` and `usage.operation`.
@@ -52,6 +62,8 @@ impl Operation {
             Self::Candles => "candles",
             Self::FeedGaps => "feed_gaps",
             Self::Coverage => "coverage",
+            Self::LiveSubscription => "live_subscription",
+            Self::LiveMessages => "live_messages",
         }
     }
 }
@@ -63,9 +75,13 @@ impl Operation {
 #[must_use]
 pub const fn cost(op: Operation) -> Credits {
     Credits::new(match op {
-        Operation::Markets | Operation::Market | Operation::FeedGaps | Operation::Coverage => 1,
+        Operation::Markets
+        | Operation::Market
+        | Operation::FeedGaps
+        | Operation::Coverage
+        | Operation::LiveMessages => 1,
         Operation::DeltasPage | Operation::TradesPage | Operation::Candles => 2,
-        Operation::OrderbookAt => 5,
+        Operation::OrderbookAt | Operation::LiveSubscription => 5,
     })
 }
 
@@ -117,6 +133,8 @@ mod tests {
                 ("candles", 2),
                 ("feed_gaps", 1),
                 ("coverage", 1),
+                ("live_subscription", 5),
+                ("live_messages", 1),
             ]
         );
     }

@@ -16,7 +16,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-pub use cost::{Operation, UnknownOperation, cost, price};
+pub use cost::{LIVE_MESSAGES_PER_BLOCK, Operation, UnknownOperation, cost, price};
 pub use credits::{Balance, ChargeOutcome, Credits, CreditsExhausted};
 pub use cycle::{BillingCycle, add_months};
 pub use email::{Email, InvalidEmail};

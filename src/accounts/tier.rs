@@ -60,6 +60,18 @@ impl Tier {
         }
     }
 
+    /// Live subscriptions an account of this tier may hold open at once, over all its keys
+    /// and connections (a subscription is long-lived; this bounds what one account can take
+    /// of a server's fan-out).
+    #[must_use]
+    pub const fn live_subscriptions(self) -> usize {
+        match self {
+            Self::Free => 5,
+            Self::Payg => 25,
+            Self::Project => 100,
+        }
+    }
+
     /// The name stored in Postgres and shown to clients.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -9,6 +9,7 @@ pub mod markets;
 pub mod migrations;
 pub mod orderbook;
 pub mod read;
+pub mod replay;
 pub mod rows;
 
 use crate::config::ClickHouseConfig;

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
+};
 use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
 
 use super::limits;
@@ -52,6 +54,20 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// Live data is not served by this server (no collector runs in its process).
+    #[error(
+        "live data is unavailable on this server (it runs without the collector); connect to a server started with KALSHIBOOK_COLLECT=1, or use the history queries"
+    )]
+    LiveUnavailable,
+    /// A subscription fell further behind the live feed than its queue holds.
+    #[error("{0}")]
+    SlowConsumer(String),
+    /// Opening one more subscription would pass the tier's or the connection's limit.
+    #[error("{0}")]
+    TooManySubscriptions(String),
+    /// The server is stopping; reconnect (another replica, or this one once restarted).
+    #[error("the server is shutting down; reconnect and subscribe again")]
+    ShuttingDown,
     /// A fault of the server; `reference` finds it in the server's logs.
     #[error(
         "internal error (reference {reference}); retrying may help, and if it persists report the reference"
@@ -72,6 +88,10 @@ impl ApiError {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::CreditsExhausted(_) => "CREDITS_EXHAUSTED",
             Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::LiveUnavailable => "UNAVAILABLE",
+            Self::SlowConsumer(_) => "SLOW_CONSUMER",
+            Self::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
+            Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Internal { .. } => "INTERNAL",
         }
     }
@@ -184,6 +204,25 @@ impl Extension for ErrorCodes {
             assign_code(error);
         }
         response
+    }
+
+    /// Subscriptions do not pass through `request`: every message of their streams gets
+    /// the same codes here.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: futures_util::stream::BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> futures_util::stream::BoxStream<'s, Response> {
+        use futures_util::StreamExt;
+        next.run(ctx, stream)
+            .map(|mut response| {
+                for error in &mut response.errors {
+                    assign_code(error);
+                }
+                response
+            })
+            .boxed()
     }
 }
 

@@ -57,3 +57,8 @@ pub const MAX_BRACKET_NESTING: usize = 32;
 pub const MAX_TICKER_CHARS: usize = 64;
 /// The longest `search` text of `markets`.
 pub const MAX_SEARCH_CHARS: usize = 100;
+
+/// The most markets one `deltas`, `trades` or `marketStatus` subscription may name.
+pub const MAX_LIVE_TICKERS: usize = 100;
+/// How far back a replay-then-live subscription (`from`) may start.
+pub const MAX_REPLAY: Duration = Duration::from_secs(24 * 3600);

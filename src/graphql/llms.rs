@@ -191,6 +191,10 @@ impl Parsed {
         self.object_fields("Query")
     }
 
+    fn subscription_fields(&self) -> Vec<&FieldDefinition> {
+        self.object_fields("Subscription")
+    }
+
     fn object_fields(&self, name: &str) -> Vec<&FieldDefinition> {
         self.types
             .iter()
@@ -202,6 +206,54 @@ impl Parsed {
             .unwrap_or_default()
     }
 }
+
+/// One example per subscription field (run over WebSocket, not validated against a store).
+pub const SUBSCRIPTION_EXAMPLES: &[Example] = &[
+    Example {
+        field: "orderbook",
+        title: "A live book, 10 levels per side",
+        query: r#"subscription {
+  orderbook(ticker: "KXEXAMPLE-26MAR01-B50", depth: 10) {
+    kind seq conn resync live
+    yesBids { price size } noBids { price size }
+    changes { side price delta }
+  }
+}"#,
+    },
+    Example {
+        field: "deltas",
+        title: "Two markets' deltas, replayed from an instant and continued live",
+        query: r#"subscription {
+  deltas(tickers: ["KXEXAMPLE-26MAR01-B50", "KXEXAMPLE-26MAR01-B60"], from: "2026-03-01T14:00:00Z") {
+    kind ticker at conn sid seq live resync
+    yesBids { price size } noBids { price size }
+    changes { side price delta }
+  }
+}"#,
+    },
+    Example {
+        field: "trades",
+        title: "Live trades",
+        query: r#"subscription {
+  trades(tickers: ["KXEXAMPLE-26MAR01-B50"]) { kind ticker at tradeId yesPrice count takerSide }
+}"#,
+    },
+    Example {
+        field: "marketStatus",
+        title: "Lifecycle changes",
+        query: r#"subscription {
+  marketStatus(tickers: ["KXEXAMPLE-26MAR01-B50"]) { kind ticker at eventType }
+}"#,
+    },
+];
+
+const LIVE_TEXT: &str = "\
+- Transport: WebSocket on `/graphql` with the subprotocol `graphql-transport-ws` (the `graphql-ws` npm package; the legacy `graphql-ws` subprotocol also works). Authenticate with `{\"apiKey\": \"...\"}` as the `connection_init` payload (or the `X-API-Key` header on the upgrade).
+- Close codes: 4401 no/unknown/revoked key or subscribe before `connection_ack`; 4400 malformed message; 4408 no `connection_init` within 10 s; 4429 a second `connection_init`; 1001 server shutting down.
+- `orderbook`: first a `SNAPSHOT` (whole book with its exchange `conn`/`sid`/`seq`), then `DELTA`s (`changes`: add each `delta` to the level's size; 0 removes it). `GAP` means the upstream feed broke: drop the book and wait for the `SNAPSHOT` with `resync: true`. With `depth`, changes keep exactly the top `depth` levels.
+- Replay then live: give `from` (at most 24 hours ago) to `orderbook` or `deltas`: history first (`live: false`), then one `CAUGHT_UP`, then live; no message is missing or repeated at the seam. `seq` increases within each (`conn`, `sid`) and is shared by the markets of that exchange subscription.
+- `HEARTBEAT` after 5 s without a message. Final errors end a subscription (`extensions.code`): SLOW_CONSUMER (the client read too slowly: more than 4096 messages of a market behind), CREDITS_EXHAUSTED, SHUTTING_DOWN, UNAVAILABLE (no live feed on this server, or history could not catch up); refused at start: TOO_MANY_SUBSCRIPTIONS (per connection 100; per account Free 5, PAYG 25, Project 100), NOT_FOUND, BAD_INPUT.
+- Cost: 5 credits to start a subscription, 1 credit per started block of 1,000 messages (heartbeats free), charged as they are sent.";
 
 /// The names of the schema's query fields, in order.
 #[must_use]
@@ -300,6 +352,8 @@ A request costs the sum of its root fields' prices, computed from the parsed que
             Operation::Candles => "`candles`",
             Operation::FeedGaps => "`feedGaps`",
             Operation::Coverage => "`coverage`",
+            Operation::LiveSubscription => "starting any subscription (WebSocket)",
+            Operation::LiveMessages => "each started block of 1,000 subscription messages",
         };
         let _ = writeln!(out, "| {} | {field} | {} |", op.as_str(), cost(op));
     }
@@ -430,6 +484,16 @@ static LLMS_TXT: LazyLock<String> = LazyLock::new(|| {
             first_sentence(&description(field.description.as_ref()))
         );
     }
+    let _ = writeln!(out, "\n## Subscriptions (live, WebSocket)\n");
+    for field in parsed.subscription_fields() {
+        let _ = writeln!(
+            out,
+            "- `{}`: {}",
+            field.name.node,
+            first_sentence(&description(field.description.as_ref()))
+        );
+    }
+    let _ = writeln!(out, "\n{LIVE_TEXT}");
     let _ = writeln!(
         out,
         "\n## Docs\n\n- [/llms-full.txt](/llms-full.txt): every query with arguments, an example, types, errors, limits and the SDL\n- [/graphql](/graphql): GraphiQL (browser) and the endpoint"
@@ -470,6 +534,32 @@ static LLMS_FULL_TXT: LazyLock<String> = LazyLock::new(|| {
             );
         }
     }
+    let _ = writeln!(out, "## Subscriptions (live, WebSocket)\n\n{LIVE_TEXT}\n");
+    for field in parsed.subscription_fields() {
+        let name = field.name.node.as_str();
+        let _ = writeln!(out, "### subscription {name}\n\n`{}`\n", signature(field));
+        let _ = writeln!(out, "{}\n", description(field.description.as_ref()));
+        if !field.arguments.is_empty() {
+            let _ = writeln!(out, "Arguments:");
+            for arg in &field.arguments {
+                let _ = writeln!(
+                    out,
+                    "- `{}` ({}): {}",
+                    arg.node.name.node,
+                    arg.node.ty.node,
+                    description(arg.node.description.as_ref())
+                );
+            }
+            let _ = writeln!(out);
+        }
+        for example in SUBSCRIPTION_EXAMPLES.iter().filter(|e| e.field == name) {
+            let _ = writeln!(
+                out,
+                "Example — {}:\n\n```graphql\n{}\n```\n",
+                example.title, example.query
+            );
+        }
+    }
     let _ = writeln!(out, "## Mutations\n");
     for field in parsed.object_fields("Mutation") {
         let _ = writeln!(out, "### {}\n\n`{}`\n", field.name.node, signature(field));
@@ -477,7 +567,11 @@ static LLMS_FULL_TXT: LazyLock<String> = LazyLock::new(|| {
     }
     let _ = writeln!(out, "## Types\n");
     for ty in &parsed.types {
-        if ty.name.node == "Query" || ty.name.node == "Mutation" || ty.name.node.starts_with("__") {
+        if ty.name.node == "Query"
+            || ty.name.node == "Mutation"
+            || ty.name.node == "Subscription"
+            || ty.name.node.starts_with("__")
+        {
             continue;
         }
         let kind = match &ty.kind {
@@ -559,6 +653,32 @@ mod tests {
                 "example for a field that does not exist: {}",
                 example.field
             );
+        }
+    }
+
+    #[test]
+    fn every_subscription_field_has_an_example_and_a_section() {
+        let parsed = Parsed::new();
+        let names: Vec<String> = parsed
+            .subscription_fields()
+            .iter()
+            .map(|f| f.name.node.to_string())
+            .collect();
+        assert_eq!(names, ["orderbook", "deltas", "trades", "marketStatus"]);
+        for name in &names {
+            assert!(
+                SUBSCRIPTION_EXAMPLES.iter().any(|e| e.field == name),
+                "{name}"
+            );
+            assert!(
+                llms_full_txt().contains(&format!("### subscription {name}\n")),
+                "{name}"
+            );
+            assert!(llms_txt().contains(&format!("- `{name}`:")), "{name}");
+        }
+        for example in SUBSCRIPTION_EXAMPLES {
+            let document = async_graphql::parser::parse_query(example.query);
+            assert!(document.is_ok(), "{}: {document:?}", example.field);
         }
     }
 

@@ -18,23 +18,30 @@ pub mod limits;
 pub mod llms;
 pub mod query;
 pub mod scalars;
+pub mod subscription;
 pub mod types;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::Schema;
 
 pub use account::MutationRoot;
 pub use context::{Accounts, Caller, ClientAddr, Principal, SessionCaller, Store};
 pub use error::ApiError;
 pub use query::QueryRoot;
+pub use subscription::{LiveService, SubscriptionRoot};
 
-pub type KalshiBookSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type KalshiBookSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Builds the schema with its limits, reading market data from `store` and accounts from
-/// `accounts`. Without a store (SDL generation) every data field answers INTERNAL, without
-/// accounts every account field does.
+/// Builds the schema with its limits, reading market data from `store`, accounts from
+/// `accounts` and serving subscriptions through `live`. Without a store (SDL generation)
+/// every data field answers INTERNAL, without accounts every account field does, without
+/// `live` every subscription answers UNAVAILABLE.
 #[must_use]
-pub fn build(store: Option<Store>, accounts: Option<Accounts>) -> KalshiBookSchema {
-    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+pub fn build(
+    store: Option<Store>,
+    accounts: Option<Accounts>,
+    live: Option<std::sync::Arc<LiveService>>,
+) -> KalshiBookSchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .limit_depth(limits::MAX_DEPTH)
         .limit_complexity(limits::MAX_COMPLEXITY)
         .limit_recursive_depth(limits::MAX_BRACKET_NESTING)
@@ -46,13 +53,16 @@ pub fn build(store: Option<Store>, accounts: Option<Accounts>) -> KalshiBookSche
     if let Some(accounts) = accounts {
         builder = builder.data(accounts);
     }
+    if let Some(live) = live {
+        builder = builder.data(live);
+    }
     builder.finish()
 }
 
 /// The schema without a store: for its SDL and for validating documents.
 #[must_use]
 pub fn schema() -> KalshiBookSchema {
-    build(None, None)
+    build(None, None, None)
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

@@ -30,6 +30,8 @@ use crate::graphql::{ApiError, Caller, ClientAddr, KalshiBookSchema, SessionCall
 #[derive(Clone)]
 pub struct GraphqlState {
     pub schema: KalshiBookSchema,
+    /// The WebSocket side (subscriptions) of the same endpoint.
+    pub ws: super::ws::WsState,
     /// Authentication, rate limits and credits; `None` only where a benchmark measures the
     /// API without them (`kalshibook bench auth`).
     pub gate: Option<Gate>,
@@ -136,8 +138,16 @@ pub(super) async fn get(
     State(state): State<GraphqlState>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
+    upgrade: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    // The same path serves subscriptions: a WebSocket upgrade goes to the WebSocket side.
+    if let Ok(upgrade) = upgrade {
+        return super::ws::upgrade(state.ws.clone(), &headers, upgrade);
+    }
     let Ok(Query(mut params)) = params else {
         return bad_request("the URL parameters could not be decoded");
     };

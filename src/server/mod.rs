@@ -5,6 +5,7 @@
 pub mod gate;
 mod graphql_http;
 mod health;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -40,6 +41,17 @@ pub struct AppState {
     /// API keys, rate limits, credits and sessions. Always set by [`AppState::new`]; `None`
     /// only where a benchmark measures the API without them (`kalshibook bench auth`).
     pub gate: Option<Gate>,
+    /// The collector's live bus when it runs in this process; without it subscriptions
+    /// answer `UNAVAILABLE`.
+    pub bus: Option<crate::live::Bus>,
+    /// Limits and timings of live subscriptions.
+    pub live: graphql::subscription::LiveConfig,
+    /// Charges live subscriptions (the gate unless replaced); `None`: free.
+    pub live_meter: Option<std::sync::Arc<dyn graphql::subscription::LiveMeter>>,
+    /// Recognises API keys on WebSocket connections (the accounts store unless replaced).
+    pub authenticator: std::sync::Arc<dyn ws::Authenticator>,
+    /// Cancelled when the server stops: ends every subscription.
+    pub shutdown: CancellationToken,
 }
 
 /// What the server can see of an in-process collector.
@@ -76,23 +88,42 @@ impl AppState {
             metrics: telemetry::metrics_handle(),
             ready_timeout: config.ready_timeout,
             collector: None,
+            live_meter: Some(std::sync::Arc::new(gate.clone())
+                as std::sync::Arc<dyn graphql::subscription::LiveMeter>),
+            authenticator: std::sync::Arc::new(gate.store().clone()),
             gate: Some(gate),
+            bus: None,
+            live: graphql::subscription::LiveConfig::default(),
+            shutdown: CancellationToken::new(),
         })
     }
 }
 
 /// The whole HTTP surface, ready to serve; tests drive this same router.
 pub fn app(state: AppState) -> Router {
+    let live = std::sync::Arc::new(graphql::LiveService::new(
+        state.bus.clone(),
+        state.live.clone(),
+        state.live_meter.clone(),
+        state.shutdown.clone(),
+    ));
     let schema = graphql::build(
         Some(graphql::Store::new(&state.clickhouse)),
         state.gate.as_ref().map(Gate::accounts),
+        Some(live.clone()),
     );
+    let ws = ws::WsState {
+        schema: schema.clone(),
+        auth: state.authenticator.clone(),
+        live,
+    };
     let api = Router::new()
         .route("/graphql", get(graphql_http::get).post(graphql_http::post))
         .layer(DefaultBodyLimit::max(graphql::limits::MAX_BODY_BYTES))
         .with_state(graphql_http::GraphqlState {
             schema,
             gate: state.gate.clone(),
+            ws,
         });
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -113,8 +144,9 @@ pub fn app(state: AppState) -> Router {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut state = AppState::new(&config)?;
     let collector = if config.collect {
-        let collector =
-            crate::collector::start(&config, crate::live::Bus::default(), shutdown.clone()).await?;
+        let bus = crate::live::Bus::default();
+        state.bus = Some(bus.clone());
+        let collector = crate::collector::start(&config, bus, shutdown.clone()).await?;
         state.collector = Some(CollectorProbe {
             health: collector.health.clone(),
             writer: collector.writer.clone(),
@@ -152,9 +184,11 @@ pub const USAGE_FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(15);
 /// When accepting connections fails.
 pub async fn serve_on(
     listener: TcpListener,
-    state: AppState,
+    mut state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Subscriptions end with the server (each with a final SHUTTING_DOWN message).
+    state.shutdown = shutdown.clone();
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(%address, "serving: /graphql /llms.txt /healthz /readyz /metrics");
     // Its own token: the flusher must outlive the server's last request, not stop with it.

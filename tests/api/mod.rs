@@ -45,6 +45,12 @@ impl TestServer {
 
     /// The server with `rates`, and a funded key on its client.
     pub async fn start_with(config: &Config, rates: RateLimits) -> Self {
+        Self::start_state(AppState::with_rate_limits(config, rates).expect("state")).await
+    }
+
+    /// Serves `state` (e.g. with a live bus and short live timings), with a funded key on
+    /// its client.
+    pub async fn start_state(state: AppState) -> Self {
         // Errors the server logs (e.g. the detail behind an INTERNAL) show in the test output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn,kalshibook::collector=error")
@@ -52,7 +58,6 @@ impl TestServer {
             .try_init();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let state = AppState::with_rate_limits(config, rates).expect("state");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve_on(listener, state.clone(), shutdown.clone()));
         let (user_id, account_id, key) =
@@ -140,6 +145,11 @@ impl TestServer {
             "errors for {query} with {variables}: {body}"
         );
         body["data"].clone()
+    }
+
+    /// Signals shutdown without waiting (the server then closes its WebSockets).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     pub async fn stop(self) {
