@@ -828,9 +828,27 @@ pub async fn auth(config: &Config, args: &AuthArgs) -> anyhow::Result<()> {
         }
     }
 
-    // The gate's steps alone, in-process: what the metered server does before running.
+    // The gate's steps alone, in-process: what the metered server does before running (one
+    // statement, then the rate limit), and the same as three separate calls (authenticate,
+    // admit, charge: the path a subscription takes), alternating.
     let mut gate_ms = Vec::with_capacity(args.samples);
+    let mut steps_ms = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
+        let started = Instant::now();
+        let mut metering = crate::server::gate::Metering::default();
+        gate.authenticate_and_charge(
+            Some(key.key.expose()),
+            &[Operation::Market],
+            uuid::Uuid::new_v4(),
+            &mut metering,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            metering.credits.is_some(),
+            "the one statement charged nothing"
+        );
+        gate_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         let started = Instant::now();
         let principal = gate
             .authenticate(Some(key.key.expose()))
@@ -841,7 +859,7 @@ pub async fn auth(config: &Config, args: &AuthArgs) -> anyhow::Result<()> {
         gate.charge(&principal, &[Operation::Market], uuid::Uuid::new_v4())
             .await
             .map_err(|r| anyhow::anyhow!("{}", r.error))?;
-        gate_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        steps_ms.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     shutdown.cancel();
     for server in servers {
@@ -852,7 +870,7 @@ pub async fn auth(config: &Config, args: &AuthArgs) -> anyhow::Result<()> {
         .await?;
     drop_database(&config, AUTH_BENCH_DATABASE).await;
 
-    for series in [&mut metered_ms, &mut open_ms, &mut gate_ms] {
+    for series in [&mut metered_ms, &mut open_ms, &mut gate_ms, &mut steps_ms] {
         series.sort_by(f64::total_cmp);
     }
     let row = |name: &str, series: &[f64]| {
@@ -868,8 +886,12 @@ pub async fn auth(config: &Config, args: &AuthArgs) -> anyhow::Result<()> {
     );
     row("API, gate off (same query, same engines)", &open_ms);
     row(
-        "gate steps alone, in-process (auth, admit, charge)",
+        "gate alone, in-process (one statement + rate limit)",
         &gate_ms,
+    );
+    row(
+        "  same as three calls (authenticate, admit, charge)",
+        &steps_ms,
     );
     let added_p50 = percentile(&metered_ms, 0.50) - percentile(&open_ms, 0.50);
     let added_p99 = percentile(&metered_ms, 0.99) - percentile(&open_ms, 0.99);
@@ -883,7 +905,7 @@ pub async fn auth(config: &Config, args: &AuthArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     // The difference of two noisy p99s can hide the gate's cost (it can even be negative),
-    // so the verdict also needs the gate's own steps under 1 ms at p99.
+    // so the verdict also needs the gate's own path (what the API runs) under 1 ms at p99.
     println!(
         "target: < 1 ms p99 added: {}",
         if added_p99 < 1.0 && steps_p99 < 1.0 {

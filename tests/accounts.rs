@@ -1175,3 +1175,110 @@ async fn admin_cli_creates_accounts_keys_and_grants() {
     assert_eq!(audit, expected);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn one_statement_authenticates_and_charges_or_leaves_it_to_charge() {
+    let env = TestEnv::migrated().await;
+    let store = store(&env);
+    let (user, key, principal) = account_with_key(&store, "fast@example.com").await;
+    let pg = env.postgres().await;
+    let request = Uuid::new_v4();
+    let (found, outcome) = store
+        .authenticate_and_charge(
+            key.expose(),
+            &[Operation::OrderbookAt, Operation::Market],
+            request,
+        )
+        .await
+        .unwrap()
+        .expect("a live key");
+    assert_eq!(found, principal);
+    let outcome = outcome.expect("charged in the one statement");
+    assert_eq!(outcome.cost, Credits::new(6));
+    assert_eq!(outcome.balance.used, Credits::new(6));
+    let lines: Vec<(String, i64, Uuid)> = pg
+        .query(
+            "SELECT operation, credits, api_key_id FROM credit_ledger \
+              WHERE account_id = $1 AND request_id = $2 ORDER BY operation",
+            &[&user.account_id, &request],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("market".to_owned(), 1, principal.key_id),
+            ("orderbook".to_owned(), 5, principal.key_id)
+        ]
+    );
+    assert_eq!(
+        store.refund(&principal, request).await.unwrap().used,
+        Credits::ZERO
+    );
+
+    // An allowance too short, or a cycle due to roll: authenticated, nothing spent here.
+    pg.execute(
+        "UPDATE billing_accounts SET credits_used = credits_total - 1 WHERE id = $1",
+        &[&user.account_id],
+    )
+    .await
+    .unwrap();
+    let (_, outcome) = store
+        .authenticate_and_charge(key.expose(), &[Operation::OrderbookAt], Uuid::new_v4())
+        .await
+        .unwrap()
+        .expect("a live key");
+    assert_eq!(outcome, None);
+    pg.execute(
+        "UPDATE billing_accounts \
+            SET cycle_start = cycle_start - interval '1 month', \
+                cycle_end = now() - interval '1 second' \
+          WHERE id = $1",
+        &[&user.account_id],
+    )
+    .await
+    .unwrap();
+    let (_, outcome) = store
+        .authenticate_and_charge(key.expose(), &[Operation::Market], Uuid::new_v4())
+        .await
+        .unwrap()
+        .expect("a live key");
+    assert_eq!(outcome, None, "the roll is left to charge");
+    let used: i64 = pg
+        .query_one(
+            "SELECT credits_used FROM billing_accounts WHERE id = $1",
+            &[&user.account_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(used, 999, "nothing spent by the refused statements");
+
+    // Not a live key: no principal and nothing spent, whatever the operations.
+    let unknown = ApiKey::generate();
+    for presented in ["", "kb_live_nope", unknown.expose()] {
+        assert!(
+            store
+                .authenticate_and_charge(presented, &[Operation::Market], Uuid::new_v4())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    store
+        .revoke_key(user.account_id, principal.key_id, &Actor::User(user.id))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .authenticate_and_charge(key.expose(), &[Operation::Market], Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_none(),
+        "a revoke takes effect on the next request"
+    );
+    env.cleanup().await;
+}

@@ -109,15 +109,11 @@ impl Gate {
     /// not answer (fail closed: nothing is served unauthenticated).
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, ApiError> {
         let Some(presented) = presented.map(str::trim).filter(|key| !key.is_empty()) else {
-            return Err(ApiError::Unauthenticated(
-                "this request reads market data and needs an API key: send it in the `X-API-Key` header (create one with the `createApiKey` mutation after `signup` or `login`)".to_owned(),
-            ));
+            return Err(missing_key());
         };
         match self.inner.store.authenticate(presented).await {
             Ok(Some(principal)) => Ok(principal),
-            Ok(None) => Err(ApiError::Unauthenticated(
-                "the API key in `X-API-Key` is not valid: it is unknown, revoked or mistyped; list your keys with `apiKeys` or create one with `createApiKey`".to_owned(),
-            )),
+            Ok(None) => Err(invalid_key()),
             Err(error) => Err(error.into()),
         }
     }
@@ -175,6 +171,63 @@ impl Gate {
         }
     }
 
+    /// The HTTP path's gate in (usually) one Postgres round trip: authenticates the key and
+    /// charges `operations` under `request_id` in one statement, then counts the request
+    /// against the key's rate. Same outcomes, errors and `metering` as
+    /// [`Gate::authenticate`], then [`Gate::admit`], then [`Gate::charge`]: a request refused
+    /// by its rate is refunded (it was charged in the same statement that found its key), and
+    /// when the one statement could not charge, [`Gate::charge`] decides after the rate check.
+    ///
+    /// # Errors
+    /// As those three calls.
+    pub async fn authenticate_and_charge(
+        &self,
+        presented: Option<&str>,
+        operations: &[Operation],
+        request_id: Uuid,
+        metering: &mut Metering,
+    ) -> Result<Principal, ApiError> {
+        let Some(presented) = presented.map(str::trim).filter(|key| !key.is_empty()) else {
+            return Err(missing_key());
+        };
+        let (principal, charged) = match self
+            .inner
+            .store
+            .authenticate_and_charge(presented, operations, request_id)
+            .await
+        {
+            Ok(Some(found)) => found,
+            Ok(None) => return Err(invalid_key()),
+            Err(error) => return Err(error.into()),
+        };
+        match self.admit(&principal) {
+            Ok(rate) => metering.rate = Some(rate),
+            Err(refused) => {
+                metering.rate = Some(refused.state);
+                metering.retry_after_secs = Some(refused.state.reset_secs);
+                if charged.is_some()
+                    && let Err(error) = self.refund(&principal, request_id).await
+                {
+                    tracing::error!(%error, %request_id, account = %principal.account_id, "refund of a rate-limited request failed");
+                }
+                return Err(refused.error);
+            }
+        }
+        let outcome = match charged {
+            Some(outcome) => outcome,
+            None if operations.is_empty() => return Ok(principal),
+            None => match self.charge(&principal, operations, request_id).await {
+                Ok(outcome) => outcome,
+                Err(refused) => {
+                    metering.credits = refused.balance.map(|balance| (balance, Credits::ZERO));
+                    return Err(refused.error);
+                }
+            },
+        };
+        metering.credits = Some((outcome.balance, outcome.cost));
+        Ok(principal)
+    }
+
     /// Gives back what `request_id` was charged (it returned no data).
     ///
     /// # Errors
@@ -209,6 +262,18 @@ impl Gate {
             _ => SessionCaller::Invalid,
         }
     }
+}
+
+fn missing_key() -> ApiError {
+    ApiError::Unauthenticated(
+        "this request reads market data and needs an API key: send it in the `X-API-Key` header (create one with the `createApiKey` mutation after `signup` or `login`)".to_owned(),
+    )
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::Unauthenticated(
+        "the API key in `X-API-Key` is not valid: it is unknown, revoked or mistyped; list your keys with `apiKeys` or create one with `createApiKey`".to_owned(),
+    )
 }
 
 /// Where a request stands on credits and rate, written as response headers.

@@ -217,11 +217,13 @@ async fn execute(
     let mut caller = Caller::default();
     let mut session = SessionCaller::Absent;
     let mut charged = None;
-    if let Some(gate) = &state.gate {
+    // Parsed once: priced here, then handed to the schema, which skips its own parse (its
+    // depth and directive limits still apply). A document that does not parse is left to the
+    // schema, which refuses it (with its syntax error) before running anything.
+    let document = async_graphql::parser::parse_query(&query).ok();
+    if let (Some(gate), Some(document)) = (&state.gate, &document) {
         session = gate.session(&origin.headers);
-        // A document that does not parse is left to the schema, which refuses it (with its
-        // syntax error) before running anything.
-        if let Ok(plan) = cost::plan(&query, operation_name.as_deref(), &variables) {
+        if let Ok(plan) = cost::plan_document(document, operation_name.as_deref(), &variables) {
             match admit(gate, &plan, &origin.headers, &mut metering).await {
                 Ok(Some((principal, request_id))) => {
                     caller.principal = Some(principal);
@@ -233,12 +235,17 @@ async fn execute(
                 Err(error) => return refuse_api(&error, &metering),
             }
         }
+    } else if let Some(gate) = &state.gate {
+        session = gate.session(&origin.headers);
     }
     let mut request = Request::new(query)
         .variables(variables)
         .data(caller)
         .data(session)
         .data(ClientAddr(origin.peer.map(|addr| addr.ip())));
+    if let Some(document) = document {
+        request.set_parsed_query(document);
+    }
     if let Some(name) = operation_name {
         request = request.operation_name(name);
     }
@@ -299,27 +306,10 @@ async fn admit(
         return Ok(None);
     }
     let key = key.map(|value| value.to_str().unwrap_or(""));
-    let principal = gate.authenticate(key).await?;
-    match gate.admit(&principal) {
-        Ok(rate) => metering.rate = Some(rate),
-        Err(refused) => {
-            metering.rate = Some(refused.state);
-            metering.retry_after_secs = Some(refused.state.reset_secs);
-            return Err(refused.error);
-        }
-    }
     let request_id = uuid::Uuid::new_v4();
-    if !plan.operations.is_empty() {
-        match gate.charge(&principal, &plan.operations, request_id).await {
-            Ok(outcome) => metering.credits = Some((outcome.balance, outcome.cost)),
-            Err(refused) => {
-                metering.credits = refused
-                    .balance
-                    .map(|balance| (balance, crate::accounts::Credits::ZERO));
-                return Err(refused.error);
-            }
-        }
-    }
+    let principal = gate
+        .authenticate_and_charge(key, &plan.operations, request_id, metering)
+        .await?;
     Ok(Some((principal, request_id)))
 }
 

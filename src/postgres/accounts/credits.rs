@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{AccountStore, AccountsError, audit, tenant};
 use crate::accounts::{
-    Actor, Balance, BillingCycle, ChargeOutcome, Credits, CreditsExhausted, Operation, Principal,
-    Tier, cost,
+    Actor, ApiKey, Balance, BillingCycle, ChargeOutcome, Credits, CreditsExhausted, Operation,
+    Principal, SecretHash, Tier, cost,
 };
 
 /// An account's plan and where it stands in its cycle.
@@ -63,6 +63,46 @@ SELECT credits_used, credits_total, cycle_start, cycle_end, cycle_end <= now() A
        (credits_used + $2 <= credits_total
         OR (payg_enabled AND stripe_customer_id IS NOT NULL)) AS fits
   FROM billing_accounts WHERE id = $1";
+
+/// The request path's one round trip: authenticate the key by `$1` (its hash: live, its user
+/// not disabled) and, for that key's account only, charge `$2` exactly as [`CHARGE_SQL`] does
+/// (ledger rows, PAYG overage to the outbox). A system-path statement, but the account it
+/// writes is the one the key belongs to, found in the statement itself, so no request can
+/// touch another tenant's rows. Returns no row for a key that is not live; a row with a null
+/// `credits_used` when the key is live but the charge did not apply (cycle due to roll,
+/// allowance short, or a concurrent change): the caller then takes the transactional path.
+const AUTH_CHARGE_SQL: &str = "\
+WITH key AS (
+    SELECT k.id AS key_id, k.account_id, k.key_hash, b.user_id, b.tier
+      FROM api_keys k
+      JOIN billing_accounts b ON b.id = k.account_id
+      JOIN users u ON u.id = b.user_id
+     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.disabled_at IS NULL
+), charged AS (
+    UPDATE billing_accounts b
+       SET credits_used = b.credits_used + $2, updated_at = now()
+      FROM key
+     WHERE b.id = key.account_id
+       AND b.cycle_end > now()
+       AND (b.credits_used + $2 <= b.credits_total
+            OR (b.payg_enabled AND b.stripe_customer_id IS NOT NULL))
+    RETURNING b.id, b.credits_used, b.credits_total, b.cycle_start, b.cycle_end,
+              b.stripe_customer_id,
+              least($2, greatest(b.credits_used - b.credits_total, 0)) AS overage
+), ledger AS (
+    INSERT INTO credit_ledger (account_id, api_key_id, operation, credits, request_id)
+    SELECT c.id, k.key_id, l.operation, l.credits, $3
+      FROM charged c, key k, unnest($4::text[], $5::int8[]) AS l (operation, credits)
+    RETURNING id
+), outbox AS (
+    INSERT INTO meter_outbox (account_id, stripe_customer_id, event_name, value, identifier)
+    SELECT c.id, c.stripe_customer_id, $6, c.overage, 'credit_ledger:' || l.first_id
+      FROM charged c, (SELECT min(id) AS first_id FROM ledger) l
+     WHERE c.overage > 0
+)
+SELECT k.key_id, k.account_id, k.key_hash, k.user_id, k.tier,
+       c.credits_used, c.credits_total, c.cycle_start, c.cycle_end, c.overage
+  FROM key k LEFT JOIN charged c ON true";
 
 /// Tries of the charge statement in one transaction (see [`AccountStore::charge`]).
 const MAX_CHARGE_ATTEMPTS: u32 = 4;
@@ -164,6 +204,77 @@ impl AccountStore {
             balance: balance_from_row(&charged),
             overage: Credits::from_i64(charged.get("overage")),
         })
+    }
+
+    /// Authenticates `presented` and charges `operations` to its key's account in one round
+    /// trip ([`AUTH_CHARGE_SQL`], prepared): `None` for anything that is not a live key (as
+    /// [`AccountStore::authenticate`]); otherwise the principal and, when the one statement
+    /// could charge, the charge. When it could not (a cycle to roll, an allowance that looks
+    /// short, a concurrent change, or an empty list) nothing was spent, and
+    /// [`AccountStore::charge`] is what decides, in its tenant transaction.
+    ///
+    /// # Errors
+    /// A database error (typically [`AccountsError::Unavailable`]).
+    pub async fn authenticate_and_charge(
+        &self,
+        presented: &str,
+        operations: &[Operation],
+        request_id: Uuid,
+    ) -> Result<Option<(Principal, Option<ChargeOutcome>)>, AccountsError> {
+        let Ok(key) = ApiKey::parse(presented) else {
+            return Ok(None);
+        };
+        let price: Credits = operations.iter().copied().map(cost).sum();
+        if price == Credits::ZERO {
+            let principal = self.authenticate_key(&key).await?;
+            return Ok(principal.map(|principal| (principal, None)));
+        }
+        let hash = key.hash();
+        let (names, credits) = ledger_lines(operations);
+        let row = {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(AUTH_CHARGE_SQL).await?;
+            client
+                .query_opt(
+                    &statement,
+                    &[
+                        &hash.as_bytes().as_slice(),
+                        &price.to_i64(),
+                        &request_id,
+                        &names,
+                        &credits,
+                        &METER_EVENT_NAME,
+                    ],
+                )
+                .await?
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // As in `authenticate_key`: the final decision compares in constant time. The index
+        // matched these bytes by equality, so this never disagrees with the charge just made.
+        let stored = SecretHash::from_slice(row.get("key_hash"));
+        if !stored.is_some_and(|stored| stored.ct_eq(&hash)) {
+            return Err(AccountsError::internal(std::io::Error::other(
+                "a key hash matched by equality compared unequal",
+            )));
+        }
+        let tier: &str = row.get("tier");
+        let principal = Principal {
+            account_id: row.get("account_id"),
+            key_id: row.get("key_id"),
+            user_id: row.get("user_id"),
+            tier: tier.parse().map_err(AccountsError::internal)?,
+        };
+        let outcome = row
+            .get::<_, Option<i64>>("credits_used")
+            .is_some()
+            .then(|| ChargeOutcome {
+                cost: price,
+                balance: balance_from_row(&row),
+                overage: Credits::from_i64(row.get("overage")),
+            });
+        Ok(Some((principal, outcome)))
     }
 
     /// Gives back everything charged under `request_id` in the current cycle and not yet
