@@ -88,6 +88,11 @@ pub struct PostgresConfig {
     /// libpq-style URL, e.g. `postgres://user:pass@host:5432/kalshibook`.
     pub url: Secret,
     pub pool_size: usize,
+    /// Whether a credit charge waits for its commit to reach disk
+    /// (`KALSHIBOOK_CHARGE_SYNC_COMMIT`, default off). Off, a charge is as atomic and as
+    /// unable to overspend, but a Postgres *server* crash can forget the charges of its last
+    /// ~0.6 s (3 × `wal_writer_delay`): those requests were served and are not billed.
+    pub charge_sync_commit: bool,
 }
 
 /// Dashboard sign-in.
@@ -203,6 +208,7 @@ impl Config {
         let postgres = PostgresConfig {
             url: Secret::new(vars.postgres_url("KALSHIBOOK_POSTGRES_URL")?),
             pool_size: vars.parse("KALSHIBOOK_POSTGRES_POOL_SIZE", 16)?,
+            charge_sync_commit: vars.flag("KALSHIBOOK_CHARGE_SYNC_COMMIT")?,
         };
         let private_key = match (
             lookup("KALSHIBOOK_KALSHI_PRIVATE_KEY_PEM").filter(|v| !v.is_empty()),
@@ -441,6 +447,7 @@ mod tests {
             ("KALSHIBOOK_LOG_FORMAT", "yaml"),
             ("KALSHIBOOK_COLLECT", "maybe"),
             ("KALSHIBOOK_POSTGRES_POOL_SIZE", "-3"),
+            ("KALSHIBOOK_CHARGE_SYNC_COMMIT", "maybe"),
         ] {
             let error = config(&[PG, (name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(name), "{name}: {error}");

@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery";
 
+/// The store as the server builds it: charges on their own pool.
 fn store(env: &TestEnv) -> AccountStore {
-    AccountStore::new(kalshibook::postgres::pool(&env.config.postgres).expect("pool"))
+    AccountStore::connect(&env.config.postgres).expect("pools")
 }
 
 async fn account(store: &AccountStore, email: &str) -> User {
@@ -45,6 +46,41 @@ async fn account_with_key(store: &AccountStore, email: &str) -> (User, ApiKey, P
         .expect("authenticate")
         .expect("a fresh key authenticates");
     (user, created.key, principal)
+}
+
+/// What `synchronous_commit` the sessions of `pool` run with.
+async fn synchronous_commit(pool: &deadpool_postgres::Pool) -> String {
+    pool.get()
+        .await
+        .expect("connection")
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .expect("show")
+        .get(0)
+}
+
+#[tokio::test]
+async fn only_charges_skip_the_commit_flush_and_the_switch_restores_it() {
+    let env = TestEnv::migrated().await;
+    let mut config = env.config.postgres.clone();
+    config.charge_sync_commit = false;
+    let accounts = kalshibook::postgres::pool(&config).unwrap();
+    let charges = kalshibook::postgres::charge_pool(&config).unwrap();
+    assert_eq!(synchronous_commit(&accounts).await, "on");
+    assert_eq!(synchronous_commit(&charges).await, "off");
+    config.charge_sync_commit = true;
+    let durable = kalshibook::postgres::charge_pool(&config).unwrap();
+    assert_eq!(synchronous_commit(&durable).await, "on");
+    // The statement timeout that bounds every statement still applies to both.
+    let timeout: String = charges
+        .get()
+        .await
+        .unwrap()
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "5s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -934,8 +970,9 @@ fn dead_store(port: u16) -> AccountStore {
             "postgres://postgres:postgres@127.0.0.1:{port}/nothing"
         )),
         pool_size: 2,
+        charge_sync_commit: false,
     };
-    AccountStore::new(kalshibook::postgres::pool(&config).unwrap())
+    AccountStore::connect(&config).unwrap()
 }
 
 #[tokio::test]

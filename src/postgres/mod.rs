@@ -34,6 +34,26 @@ pub const POOL_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// # Errors
 /// [`PostgresError`] when the URL does not parse.
 pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
+    build_pool(config, &[])
+}
+
+/// The pool the credit charge runs on: as [`pool`], and unless
+/// [`PostgresConfig::charge_sync_commit`] its sessions commit without waiting for the WAL
+/// flush (`synchronous_commit = off`), which takes a disk flush off every data request.
+/// Atomicity, isolation and the no-overspend guarantee are unchanged; only the last
+/// fraction of a second of charges can be forgotten if the Postgres server itself crashes.
+///
+/// # Errors
+/// [`PostgresError`] when the URL does not parse.
+pub fn charge_pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
+    if config.charge_sync_commit {
+        build_pool(config, &[])
+    } else {
+        build_pool(config, &["synchronous_commit=off"])
+    }
+}
+
+fn build_pool(config: &PostgresConfig, settings: &[&str]) -> Result<Pool, PostgresError> {
     let mut pg_config: tokio_postgres::Config =
         config.url.expose().parse().map_err(PostgresError::Url)?;
     // A server that accepts TCP but never answers must not hold requests: bound the dial,
@@ -41,12 +61,15 @@ pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
     if pg_config.get_connect_timeout().is_none() {
         pg_config.connect_timeout(CONNECT_TIMEOUT);
     }
-    if pg_config.get_options().is_none() {
-        pg_config.options(format!(
-            "-c statement_timeout={}",
-            STATEMENT_TIMEOUT.as_millis()
-        ));
+    let mut options = pg_config.get_options().map_or_else(
+        || format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis()),
+        str::to_owned,
+    );
+    for setting in settings {
+        options.push_str(" -c ");
+        options.push_str(setting);
     }
+    pg_config.options(options);
     let manager = Manager::from_config(
         pg_config,
         NoTls,

@@ -27,7 +27,7 @@ use crate::accounts::JwtKeys;
 use crate::accounts::rate::RateLimits;
 use crate::config::Config;
 use crate::postgres::accounts::AccountStore;
-use crate::{clickhouse, graphql, postgres, telemetry};
+use crate::{clickhouse, graphql, telemetry};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -78,10 +78,11 @@ impl AppState {
     /// When the Postgres URL cannot be turned into a pool.
     pub fn with_rate_limits(config: &Config, rates: RateLimits) -> anyhow::Result<Self> {
         telemetry::install_crypto_provider();
-        let postgres = postgres::pool(&config.postgres)?;
         let jwt = JwtKeys::new(config.auth.jwt_secret_or_dev_default().expose().as_bytes())
             .context("KALSHIBOOK_JWT_SECRET")?;
-        let gate = Gate::new(AccountStore::new(postgres.clone()), jwt, rates);
+        let store = AccountStore::connect(&config.postgres)?;
+        let postgres = store.pool().clone();
+        let gate = Gate::new(store, jwt, rates);
         Ok(Self {
             clickhouse: clickhouse::client(&config.clickhouse),
             postgres,

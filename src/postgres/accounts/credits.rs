@@ -158,7 +158,7 @@ impl AccountStore {
             });
         }
         let account = principal.account_id;
-        let mut client = self.client().await?;
+        let mut client = self.charge_client().await?;
         let tx = tenant(&mut client, account).await?;
         let charge = tx.prepare_cached(CHARGE_SQL).await?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
@@ -232,7 +232,7 @@ impl AccountStore {
         let hash = key.hash();
         let (names, credits) = ledger_lines(operations);
         let row = {
-            let client = self.client().await?;
+            let client = self.charge_client().await?;
             let statement = client.prepare_cached(AUTH_CHARGE_SQL).await?;
             client
                 .query_opt(

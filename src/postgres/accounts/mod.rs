@@ -130,6 +130,9 @@ fn is_unavailable(error: &tokio_postgres::Error) -> bool {
 #[derive(Clone)]
 pub struct AccountStore {
     pool: Pool,
+    /// Where credit charges run (see [`crate::postgres::charge_pool`]); the same pool when
+    /// the store was made with [`AccountStore::new`].
+    charge_pool: Pool,
 }
 
 impl std::fmt::Debug for AccountStore {
@@ -141,8 +144,25 @@ impl std::fmt::Debug for AccountStore {
 impl AccountStore {
     /// A store over `pool` (see [`crate::postgres::pool`]); connects lazily.
     #[must_use]
-    pub const fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            charge_pool: pool.clone(),
+            pool,
+        }
+    }
+
+    /// The store the server uses: accounts on [`crate::postgres::pool`], charges on
+    /// [`crate::postgres::charge_pool`].
+    ///
+    /// # Errors
+    /// [`crate::postgres::PostgresError`] when the URL does not parse.
+    pub fn connect(
+        config: &crate::config::PostgresConfig,
+    ) -> Result<Self, crate::postgres::PostgresError> {
+        Ok(Self {
+            pool: crate::postgres::pool(config)?,
+            charge_pool: crate::postgres::charge_pool(config)?,
+        })
     }
 
     #[must_use]
@@ -152,6 +172,11 @@ impl AccountStore {
 
     async fn client(&self) -> Result<Object, AccountsError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// A connection for charging credits (the hot path of every data request).
+    async fn charge_client(&self) -> Result<Object, AccountsError> {
+        Ok(self.charge_pool.get().await?)
     }
 }
 
