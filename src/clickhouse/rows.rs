@@ -142,6 +142,9 @@ pub enum GapKind {
     /// The exchange replaced the book (e.g. the empty snapshot at a market's close) at an
     /// instant known only to lie within the span: snapshots carry no timestamp.
     BookReplaced = 7,
+    /// The collector stopped watching the market (it left the recorded set, e.g. paused)
+    /// before the exchange emptied its book at close: the book is unknown from then on.
+    Unsubscribed = 8,
 }
 
 /// One version of a row of `feed_gaps` (ReplacingMergeTree on `version`).

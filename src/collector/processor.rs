@@ -28,6 +28,11 @@ const ORDERBOOK: &str = "orderbook_delta";
 /// How long a snapshot waits for the next timestamped frame of its subscription before it is
 /// placed at its estimated arrival on the exchange's clock, µs.
 const UNPLACED_PATIENCE_US: i64 = 30_000_000;
+/// How long after Kalshi refused to subscribe markets they are placed again.
+const RESYNC_DELAY_US: i64 = 5_000_000;
+/// The least time between two snapshot requests for a market whose book is unknown outside
+/// a recorded gap's own request (deltas keep arriving for it, or its snapshot was refused).
+const SNAPSHOT_RETRY_US: i64 = 5_000_000;
 const TRADE: &str = "trade";
 const LIFECYCLE: &str = "market_lifecycle_v2";
 
@@ -160,6 +165,8 @@ pub struct Stats {
     pub dropped_deltas: u64,
     pub gaps: u64,
     pub subscription_errors: u64,
+    /// Frames whose sequence number was already handled (skipped, never applied twice).
+    pub repeated_frames: u64,
 }
 
 /// Why and where a gap opened.
@@ -242,6 +249,8 @@ struct MarketState {
     shard: Option<usize>,
     /// Last time (receive clock) anything was applied, Unix µs.
     last_update_us: i64,
+    /// Last time (receive clock) a snapshot of it was asked for, Unix µs.
+    snapshot_asked_us: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,7 +278,7 @@ struct Shard {
 #[derive(Debug)]
 enum Pending {
     Subscribe(Channel),
-    Update,
+    Update(UpdateAction),
 }
 
 #[derive(Debug)]
@@ -285,6 +294,8 @@ struct Connection {
     sent: HashMap<u64, String>,
     /// Commands refused for the command rate (error 27), to resend at the receive time given.
     deferred: Vec<(i64, String)>,
+    /// When to bring the subscriptions in line with `wanted` again (after a refusal).
+    resync_at_us: Option<i64>,
 }
 
 /// The collector's state across connections.
@@ -405,6 +416,7 @@ impl Processor {
             clock_us: None,
             sent: HashMap::new(),
             deferred: Vec::new(),
+            resync_at_us: None,
         });
         for state in self.markets.values_mut() {
             state.shard = None;
@@ -417,11 +429,22 @@ impl Processor {
 
     /// The connection is gone: every known book is unknown until its next snapshot.
     pub fn disconnect(&mut self, reason: &str) {
-        if self.conn.take().is_none() {
+        if self.conn.is_none() {
             return;
         }
-        // Snapshots never placed on the exchange's clock are not stored; the gaps they would
-        // have closed stay open until the next connection's snapshots.
+        // Snapshots still waiting for the next frame of their subscription (which will never
+        // come) are placed at their estimated exchange time, as overdue ones are: a market's
+        // closing snapshot followed by a dropped connection is still its final book.
+        if let Some(lag) = self.receive_lag_us {
+            let conn_clock = self.conn.as_ref().and_then(|c| c.clock_us);
+            for snapshot in std::mem::take(&mut self.unplaced) {
+                let at = (snapshot.ts_received_us - lag).max(conn_clock.unwrap_or(i64::MIN));
+                self.store_snapshot(snapshot, at);
+            }
+        }
+        self.conn = None;
+        // Without any exchange time seen, they cannot be placed: they are not stored, and the
+        // gaps they would have closed stay open until the next connection's snapshots.
         for snapshot in std::mem::take(&mut self.unplaced) {
             if let Some(state) = self.markets.get_mut(&snapshot.market)
                 && let Some(row) = snapshot.gap
@@ -433,7 +456,7 @@ impl Processor {
         let markets: Vec<String> = self
             .markets
             .iter()
-            .filter(|(_, s)| s.book.is_some() || s.has_history)
+            .filter(|(m, s)| (s.book.is_some() || s.has_history) && !self.book_is_final(m))
             .map(|(m, _)| m.clone())
             .collect();
         for market in markets {
@@ -486,8 +509,10 @@ impl Processor {
             self.on_subscribed(envelope.id, envelope.sid, channel);
             return;
         }
-        if let (Some(sid), Some(seq)) = (envelope.sid, envelope.seq) {
-            self.check_sequence(sid, seq, ts_received_us);
+        if let (Some(sid), Some(seq)) = (envelope.sid, envelope.seq)
+            && !self.check_sequence(sid, seq, ts_received_us)
+        {
+            return;
         }
         let sid = envelope.sid.unwrap_or(0);
         let seq = envelope.seq.unwrap_or(0);
@@ -524,9 +549,11 @@ impl Processor {
         }
     }
 
-    fn check_sequence(&mut self, sid: u32, seq: u64, ts_received_us: i64) {
+    /// Advances `sid`'s expected sequence number past `seq`, handling a gap; returns whether
+    /// the frame is new (false for a repeat, which must not be applied twice).
+    fn check_sequence(&mut self, sid: u32, seq: u64, ts_received_us: i64) -> bool {
         let Some(conn) = self.conn.as_mut() else {
-            return;
+            return false;
         };
         let state = conn.sids.entry(sid).or_insert(SidState {
             channel: Channel::Other,
@@ -544,9 +571,12 @@ impl Processor {
             Some(expected) if seq < expected => {
                 // A repeat of something already handled: never apply it twice.
                 tracing::warn!(sid, expected, received = seq, "sequence went backwards");
+                self.stats.repeated_frames += 1;
+                return false;
             }
             _ => state.next_seq = Some(seq + 1),
         }
+        true
     }
 
     fn on_sequence_gap(
@@ -615,6 +645,17 @@ impl Processor {
         }
     }
 
+    /// Whether `market`'s book can no longer change: we no longer want it and the exchange
+    /// emptied it (the snapshot Kalshi sends at a market's close).
+    fn book_is_final(&self, market: &str) -> bool {
+        !self.wanted.contains(market)
+            && self
+                .markets
+                .get(market)
+                .and_then(|s| s.book.as_ref())
+                .is_some_and(Book::is_empty)
+    }
+
     /// Makes `market`'s book unknown and opens a gap, unless one is already open.
     fn open_gap(&mut self, market: &str, cause: GapCause<'_>) {
         let Some(state) = self.markets.get(market) else {
@@ -645,12 +686,18 @@ impl Processor {
         if markets.is_empty() {
             return;
         }
+        for market in &markets {
+            if let Some(state) = self.markets.get_mut(market) {
+                state.snapshot_asked_us = self.last_received_us;
+            }
+        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         let id = conn.next_command_id;
         conn.next_command_id += 1;
-        conn.pending.insert(id, Pending::Update);
+        conn.pending
+            .insert(id, Pending::Update(UpdateAction::GetSnapshot));
         self.commands.push(commands::update_subscription(
             id,
             sid,
@@ -816,6 +863,12 @@ impl Processor {
         };
         let Some(book) = state.book.as_mut() else {
             self.stats.dropped_deltas += 1;
+            // Its snapshot was lost, refused or never sent: ask again, at a bounded rate.
+            if state.shard.is_some()
+                && ts_received_us - state.snapshot_asked_us >= SNAPSHOT_RETRY_US
+            {
+                self.request_snapshots(sid, vec![delta.market]);
+            }
             return;
         };
         if let Err(error) = book.apply_delta(delta.side, delta.price, delta.delta) {
@@ -999,11 +1052,14 @@ impl Processor {
         {
             shard.sid = Some(sid);
         }
+        // A new subscription's sequence starts at 1: a lost first frame (its snapshot) is a
+        // gap like any other. (Frames seen before the reply, never expected, keep their count.)
+        let next_seq = conn.sids.get(&sid).and_then(|s| s.next_seq).or(Some(1));
         conn.sids.insert(
             sid,
             SidState {
                 channel: kind,
-                next_seq: None,
+                next_seq,
                 clock_us: None,
             },
         );
@@ -1077,8 +1133,18 @@ impl Processor {
                     self.sync_subscriptions();
                     return;
                 }
-                _ => {
-                    conn.pending.remove(&id);
+                (_, refused) => {
+                    let adding = matches!(
+                        conn.pending.remove(&id),
+                        Some(
+                            Pending::Subscribe(Channel::Orderbook(_))
+                                | Pending::Update(UpdateAction::AddMarkets)
+                        )
+                    );
+                    if adding && let Some(command) = refused {
+                        self.unsubscribed_by_refusal(&command, market_tickers);
+                        return;
+                    }
                 }
             }
         }
@@ -1108,6 +1174,31 @@ impl Processor {
             }
             channel @ (Channel::Trade | Channel::Lifecycle) => self.send_subscribe(channel, &[]),
             Channel::Other => {}
+        }
+    }
+
+    /// Kalshi refused to subscribe markets (`command`, not for size or rate): they are not
+    /// subscribed, whatever our shards assumed. Those the error names are set aside until the
+    /// next discovery; the others are placed again at the next resync (a few seconds later,
+    /// so that a refusal repeated for ever costs a command every few seconds, not a loop).
+    fn unsubscribed_by_refusal(&mut self, command: &str, named: &[String]) {
+        let refused = command_markets(command);
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        for shard in &mut conn.shards {
+            for market in &refused {
+                shard.markets.remove(market);
+            }
+        }
+        conn.resync_at_us = Some(self.last_received_us + RESYNC_DELAY_US);
+        for market in &refused {
+            if let Some(state) = self.markets.get_mut(market) {
+                state.shard = None;
+            }
+        }
+        for market in named {
+            self.wanted.remove(market);
         }
     }
 
@@ -1182,7 +1273,8 @@ impl Processor {
             }
             let id = conn.next_command_id;
             conn.next_command_id += 1;
-            conn.pending.insert(id, Pending::Update);
+            conn.pending
+                .insert(id, Pending::Update(UpdateAction::DeleteMarkets));
             self.commands.push(commands::update_subscription(
                 id,
                 sid,
@@ -1192,6 +1284,15 @@ impl Processor {
             for market in markets {
                 if let Some(state) = self.markets.get_mut(&market) {
                     state.shard = None;
+                }
+                // Unwatched, a live book goes stale: say so. An empty one is a closed
+                // market's final book (its closing snapshot came), which stays true.
+                if !self.book_is_final(&market) {
+                    self.open_gap(
+                        &market,
+                        GapCause::new(GapKind::Unsubscribed, ORDERBOOK, sid)
+                            .detail("the market is no longer recorded"),
+                    );
                 }
             }
         }
@@ -1223,7 +1324,8 @@ impl Processor {
                 Some(sid) => {
                     let id = conn.next_command_id;
                     conn.next_command_id += 1;
-                    conn.pending.insert(id, Pending::Update);
+                    conn.pending
+                        .insert(id, Pending::Update(UpdateAction::AddMarkets));
                     self.commands.push(commands::update_subscription(
                         id,
                         sid,
@@ -1245,6 +1347,10 @@ impl Processor {
             conn.deferred = later;
             self.commands
                 .extend(due.into_iter().map(|(_, command)| command));
+            if conn.resync_at_us.is_some_and(|at| at <= now_us) {
+                conn.resync_at_us = None;
+                self.sync_subscriptions();
+            }
         }
         // Snapshots of a subscription that has gone quiet: place them at the estimated
         // exchange time of their arrival rather than wait for ever.

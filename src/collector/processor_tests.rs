@@ -556,3 +556,160 @@ fn commands_refused_for_rate_are_resent_and_oversized_subscriptions_split() {
         );
     }
 }
+
+#[test]
+fn a_lost_first_frame_of_a_subscription_is_a_gap_and_asks_for_snapshots() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(vec![meta(A), meta(B)], T0);
+    p.connect(T0);
+    p.take_commands();
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
+        T0,
+    );
+    // seq 1 (A's snapshot) never arrives; B's comes as seq 2.
+    send(
+        &mut p,
+        snapshot(3, 2, B, &[("0.0010", "1.00")], &[]),
+        T0 + 10,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A, B]));
+    assert_eq!(p.take_stats().gaps, 1);
+}
+
+#[test]
+fn a_repeated_frame_is_applied_once() {
+    let mut p = connected();
+    p.take_rows();
+    let frame = delta(3, 3, A, "yes", "0.4200", "1.00", 1_780_000_000_100);
+    send(&mut p, frame.clone(), T0 + 100_000);
+    send(&mut p, frame, T0 + 100_001);
+    assert_eq!(
+        level(&p, A, Side::Yes, "0.4200"),
+        Some(Size::from_units(1100))
+    );
+    assert_eq!(p.take_rows().deltas.len(), 1);
+    assert_eq!(p.take_stats().repeated_frames, 1);
+    assert!(commands(&mut p).is_empty());
+}
+
+#[test]
+fn a_closing_snapshot_before_a_disconnect_is_stored_and_the_closed_market_has_no_gap() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, B, "yes", "0.0010", "1.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    // A closes: its empty snapshot, then the lifecycle event, then the connection drops
+    // before any other frame of the sid could place the snapshot.
+    send(&mut p, snapshot(3, 4, A, &[], &[]), T0 + 200_000);
+    send(
+        &mut p,
+        json!({"type": "market_lifecycle_v2", "sid": 1, "seq": 1, "msg": {"market_ticker": A, "event_type": "determined"}}),
+        T0 + 250_000,
+    );
+    p.take_rows();
+    p.disconnect("test");
+    let rows = p.take_rows();
+    let closing: Vec<_> = rows.snapshots.iter().filter(|s| s.market == A).collect();
+    assert_eq!(closing.len(), 1, "the closing snapshot is stored");
+    assert!(closing[0].yes_prices.is_empty() && closing[0].no_prices.is_empty());
+    assert_eq!(
+        closing[0].ts, 1_780_000_000_200_000,
+        "at its estimated exchange time"
+    );
+    // (A's book-replaced span, closed, says when the close happened; no gap stays open.)
+    let open: Vec<_> = rows
+        .gaps
+        .iter()
+        .filter(|g| g.ts_end.is_none())
+        .map(|g| g.market.as_str())
+        .collect();
+    assert_eq!(open, vec![B], "the closed market's final book stays known");
+}
+
+#[test]
+fn a_live_market_no_longer_recorded_gets_a_gap() {
+    let mut p = connected();
+    p.take_rows();
+    // A is paused and leaves the discovered set while its book is live.
+    p.set_markets(vec![meta(B)], T0 + 1_000);
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "delete_markets");
+    assert_eq!(p.book(A), None, "no longer watched: unknown");
+    let rows = p.take_rows();
+    assert_eq!(rows.gaps.len(), 1);
+    assert_eq!(rows.gaps[0].market, A);
+    assert_eq!(rows.gaps[0].kind, GapKind::Unsubscribed as i8);
+    assert!(rows.gaps[0].ts_end.is_none());
+}
+
+#[test]
+fn refused_subscriptions_are_placed_again_and_named_markets_set_aside() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(vec![meta(A), meta(B)], T0);
+    p.connect(T0);
+    let sent = commands(&mut p);
+    assert_eq!(sent[2]["params"]["market_tickers"], json!([A, B]));
+    // Kalshi refuses the orderbook subscription, naming B.
+    send(
+        &mut p,
+        json!({"type": "error", "id": 3, "msg": {"code": 11, "msg": "Invalid parameter", "market_tickers": [B]}}),
+        T0 + 10,
+    );
+    assert_eq!(p.subscribed_markets(), 0, "nothing is subscribed");
+    p.checkpoint(T0 + 1_000_000);
+    assert!(commands(&mut p).is_empty(), "not at once");
+    p.checkpoint(T0 + 6_000_000);
+    let again = commands(&mut p);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["cmd"], "subscribe");
+    assert_eq!(again[0]["params"]["market_tickers"], json!([A]));
+}
+
+#[test]
+fn deltas_for_a_market_without_a_book_ask_for_its_snapshot_at_a_bounded_rate() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, A, "no", "0.5500", "-8.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    assert_eq!(commands(&mut p).len(), 1, "the negative size asks once");
+    // The get_snapshot is refused; deltas keep coming.
+    send(
+        &mut p,
+        json!({"type": "error", "id": 4, "msg": {"code": 1, "msg": "Unable to process message"}}),
+        T0 + 150_000,
+    );
+    for (i, seq) in (4..10).enumerate() {
+        send(
+            &mut p,
+            delta(
+                3,
+                seq,
+                A,
+                "yes",
+                "0.4200",
+                "1.00",
+                1_780_000_000_200 + i as i64,
+            ),
+            T0 + 200_000 + i as i64 * 1_000,
+        );
+    }
+    assert!(commands(&mut p).is_empty(), "not within the retry interval");
+    send(
+        &mut p,
+        delta(3, 10, A, "yes", "0.4200", "1.00", 1_780_000_006_000),
+        T0 + 6_000_000,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+}

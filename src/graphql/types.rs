@@ -687,6 +687,10 @@ pub enum GapKind {
     /// The exchange replaced the book (e.g. at a market's close) at an instant known only to
     /// lie within the span.
     BookReplaced,
+    /// The recorder stopped watching the market (paused, no longer listed as open, or a
+    /// subscription refused) while its book was still live: the book is unknown from then
+    /// until the recorder subscribes again.
+    Unsubscribed,
     /// A kind this server version does not know.
     Other,
 }
@@ -701,6 +705,7 @@ impl GapKind {
             "collector_restart" => Self::CollectorRestart,
             "malformed_frame" => Self::MalformedFrame,
             "book_replaced" => Self::BookReplaced,
+            "unsubscribed" => Self::Unsubscribed,
             _ => Self::Other,
         }
     }

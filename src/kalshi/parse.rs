@@ -558,12 +558,13 @@ fn ladder(
             LevelForm::FixedPoint => size_fp(name, count)?,
             LevelForm::Dollars | LevelForm::Cents => size_contracts(name, count)?,
         };
-        if size.units() <= 0 {
-            return Err(format!(
-                "`{name}` level {price} has size {size}, not positive"
-            ));
+        if size.units() < 0 {
+            return Err(format!("`{name}` level {price} has size {size}, negative"));
         }
-        out.push((side, price, size));
+        // A level with nothing resting is no level (as a delta to zero removes one).
+        if size.units() > 0 {
+            out.push((side, price, size));
+        }
     }
     // Kalshi sends ascending prices; sort anyway, then refuse a book with a repeated level.
     out.sort_unstable_by_key(|&(_, price, _)| price);
@@ -1170,6 +1171,15 @@ mod tests {
             r#"{"type":"orderbook_snapshot","sid":1,"seq":3,"msg":{"market_ticker":"M","yes_dollars_fp":[],"no_dollars_fp":null}}"#,
         );
         assert_eq!(empty_arrays, Book::default());
+        // A level with nothing resting is skipped, not a reason to refuse the whole book
+        // (which would only be asked for again, and refused again).
+        let zero = snapshot_book(
+            r#"{"type":"orderbook_snapshot","sid":1,"seq":3,"msg":{"market_ticker":"M","yes_dollars_fp":[["0.4200","0.00"],["0.4300","2.50"]]}}"#,
+        );
+        assert_eq!(
+            zero.levels().collect::<Vec<_>>(),
+            vec![(Side::Yes, p(4300), s(250))]
+        );
         // Out of order levels are sorted.
         let unsorted = snapshot_book(
             r#"{"type":"orderbook_snapshot","sid":1,"seq":4,"msg":{"market_ticker":"M","yes_dollars_fp":[["0.5000","1.00"],["0.1000","2.00"]]}}"#,
@@ -1184,7 +1194,6 @@ mod tests {
     fn bad_snapshots_are_errors_never_guessed_books() {
         for levels in [
             r#"[["0.4300","1.00"],["0.4300","2.00"]]"#,
-            r#"[["0.4300","0.00"]]"#,
             r#"[["0.4300","-1.00"]]"#,
             r#"[["0.0000","1.00"]]"#,
             r#"[["1.0000","1.00"]]"#,

@@ -42,6 +42,12 @@ impl Book {
         }
     }
 
+    /// No bids on either side (a closed market's book, as its final snapshot leaves it).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.yes.is_empty() && self.no.is_empty()
+    }
+
     /// The bids of one side, ascending by price (best bid last, as Kalshi sends them).
     #[must_use]
     pub fn ladder(&self, side: Side) -> &BTreeMap<Price, Size> {
