@@ -1105,6 +1105,9 @@ impl Processor {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
+        // The subscription the error ends: its own `sid` for 10 and 25; for 7 (unknown
+        // subscription id) the one our refused command named, which Kalshi no longer has.
+        let mut ended = sid.filter(|_| matches!(code, 10 | 25));
         if let Some(id) = id {
             let refused = conn.sent.get(&id).cloned();
             match (code, refused) {
@@ -1133,6 +1136,10 @@ impl Processor {
                     self.sync_subscriptions();
                     return;
                 }
+                (7, Some(command)) => {
+                    conn.pending.remove(&id);
+                    ended = command_sid(&command);
+                }
                 (_, refused) => {
                     let adding = matches!(
                         conn.pending.remove(&id),
@@ -1148,11 +1155,8 @@ impl Processor {
                 }
             }
         }
-        // 10 (channel error) and 25 (buffer overflow) end the subscription: resubscribe.
-        if !matches!(code, 10 | 25) {
-            return;
-        }
-        let Some(sid) = sid else { return };
+        // An ended subscription is subscribed again; its markets' books are unknown till then.
+        let Some(sid) = ended else { return };
         let Some(state) = conn.sids.remove(&sid) else {
             return;
         };
@@ -1489,6 +1493,16 @@ fn command_id(command: &str) -> Option<u64> {
         .ok()?
         .get("id")?
         .as_u64()
+}
+
+/// The subscription a command we built names (`update_subscription`'s `sid`).
+fn command_sid(command: &str) -> Option<u32> {
+    serde_json::from_str::<serde_json::Value>(command)
+        .ok()?
+        .get("params")?
+        .get("sid")?
+        .as_u64()
+        .and_then(|sid| u32::try_from(sid).ok())
 }
 
 /// The markets a command we built names.

@@ -713,3 +713,32 @@ fn deltas_for_a_market_without_a_book_ask_for_its_snapshot_at_a_bounded_rate() {
     assert_eq!(sent[0]["params"]["action"], "get_snapshot");
     assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
 }
+
+#[test]
+fn a_subscription_kalshi_no_longer_knows_is_subscribed_again() {
+    let mut p = connected();
+    p.take_rows();
+    send(
+        &mut p,
+        delta(3, 3, A, "no", "0.5500", "-8.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    let id = sent[0]["id"].clone();
+    // Kalshi answers that sid 3 is unknown: the subscription is gone.
+    send(
+        &mut p,
+        json!({"type": "error", "id": id, "msg": {"code": 7, "msg": "Unknown subscription ID"}}),
+        T0 + 150_000,
+    );
+    assert_eq!(
+        p.book(B),
+        None,
+        "B's book is unknown until it is subscribed again"
+    );
+    let again = commands(&mut p);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["cmd"], "subscribe");
+    assert_eq!(again[0]["params"]["market_tickers"], json!([A, B]));
+}
