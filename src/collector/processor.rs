@@ -354,11 +354,32 @@ impl Processor {
 
     /// The markets to record (from discovery). Open ones matching the filter are subscribed;
     /// metadata changes are stored.
+    ///
+    /// Discovery lists open markets only, so a market it omits that the lifecycle channel
+    /// last called created-but-not-open or paused is kept: its absence says nothing, and
+    /// dropping it would lose the start of its trading (Kalshi sends no event at open).
     pub fn set_markets(&mut self, markets: Vec<MarketMeta>, now_us: i64) {
-        let mut wanted = BTreeSet::new();
+        let mut wanted: BTreeSet<String> = self
+            .wanted
+            .iter()
+            .filter(|ticker| {
+                self.markets
+                    .get(*ticker)
+                    .and_then(|state| state.meta.as_ref())
+                    .is_some_and(|meta| {
+                        matches!(
+                            meta.status.as_str(),
+                            "initialized" | "unopened" | "inactive" | "paused"
+                        )
+                    })
+            })
+            .cloned()
+            .collect();
         for meta in markets {
             if meta.is_open() && self.matches_filter(&meta) {
                 wanted.insert(meta.ticker.clone());
+            } else {
+                wanted.remove(&meta.ticker);
             }
             self.store_meta(meta, now_us);
         }
@@ -989,6 +1010,8 @@ impl Processor {
         let status = match update.event_type.as_str() {
             "created" => Some("initialized"),
             "activated" => Some("active"),
+            // The same event pauses and unpauses: `is_deactivated` says which.
+            "deactivated" if update.is_deactivated == Some(false) => Some("active"),
             "deactivated" => Some("inactive"),
             "determined" => Some("determined"),
             "settled" => Some("finalized"),

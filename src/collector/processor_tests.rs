@@ -742,3 +742,24 @@ fn a_subscription_kalshi_no_longer_knows_is_subscribed_again() {
     assert_eq!(again[0]["cmd"], "subscribe");
     assert_eq!(again[0]["params"]["market_tickers"], json!([A, B]));
 }
+
+#[test]
+fn discovery_keeps_markets_the_lifecycle_channel_announced_before_they_open() {
+    let mut p = connected();
+    send(
+        &mut p,
+        json!({"type": "market_lifecycle_v2", "sid": 1, "seq": 1, "msg": {"market_ticker": "KXTEST-C", "event_type": "created", "open_ts": 1_780_000_900}}),
+        T0,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "add_markets");
+    // The next discovery (open markets only) does not list C yet.
+    p.set_markets(vec![meta(A), meta(B)], T0 + 1_000);
+    assert!(commands(&mut p).is_empty(), "C stays subscribed");
+    assert_eq!(p.subscribed_markets(), 3);
+    // A settled market the lifecycle channel never reported leaves with discovery.
+    p.set_markets(vec![meta(B)], T0 + 2_000);
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "delete_markets");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+}
