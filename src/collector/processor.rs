@@ -237,6 +237,9 @@ struct MarketState {
     book: Option<Book>,
     /// Book-axis time of the last stored event, Unix µs; 0 before any.
     watermark_us: i64,
+    /// (ts, conn, seq) of the last stored delta or exchange snapshot: the next one must sort
+    /// after it (see [`MarketState::place`]).
+    stored: (i64, u64, u64),
     last_seq: u64,
     last_conn: u64,
     /// Something is stored for this market, so losing the feed opens a gap.
@@ -251,6 +254,23 @@ struct MarketState {
     last_update_us: i64,
     /// Last time (receive clock) a snapshot of it was asked for, Unix µs.
     snapshot_asked_us: i64,
+}
+
+impl MarketState {
+    /// The book-axis time for the next stored event at exchange time `ts_us`, position
+    /// (`conn`, `seq`): never before the watermark, and strictly after the last stored
+    /// event in (ts, conn, seq) order. `seq` restarts with each subscription, so after a
+    /// market moves to a new sid on the same connection, an event stamped in the same
+    /// microsecond as the old sid's last one would sort before it; it moves 1 µs later.
+    fn place(&mut self, ts_us: i64, conn: u64, seq: u64) -> i64 {
+        let mut ts = ts_us.max(self.watermark_us);
+        if (ts, conn, seq) <= self.stored {
+            ts = self.stored.0 + 1;
+        }
+        self.stored = (ts, conn, seq);
+        self.watermark_us = ts;
+        ts
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -829,8 +849,11 @@ impl Processor {
             conn,
             ts_received_us,
         } = snapshot;
-        let watermark = self.markets.get(&market).map_or(0, |s| s.watermark_us);
-        let ts = watermark.max(at_us);
+        let Some(state) = self.markets.get_mut(&market) else {
+            return;
+        };
+        let watermark = state.watermark_us;
+        let ts = state.place(at_us, conn, seq);
         // A snapshot the exchange sent on its own (a market's close) that changes a book we
         // hold: the change happened at an instant known only to lie in [earliest, ts). Say so.
         if replaced && let Some(earliest) = earliest_us.filter(|e| *e < ts) {
@@ -861,9 +884,6 @@ impl Processor {
                 version: 2,
                 ..gap
             });
-        }
-        if let Some(state) = self.markets.get_mut(&market) {
-            state.watermark_us = state.watermark_us.max(ts);
         }
         self.record_top(&market, &book, ts, conn, seq);
     }
@@ -905,8 +925,7 @@ impl Processor {
         let top = top_of(book);
         let top_changed = top != state.top;
         state.top = top;
-        let ts = exchange_us.max(state.watermark_us);
-        state.watermark_us = ts;
+        let ts = state.place(exchange_us, position.conn, seq);
         state.last_seq = seq;
         state.last_conn = position.conn;
         state.changed_since_checkpoint = true;
@@ -1422,6 +1441,8 @@ impl Processor {
             let state = self.markets.get_mut(&market).expect("listed above");
             let ts = state.watermark_us.max(floor);
             state.watermark_us = ts;
+            // The checkpoint stands at the last event's position: what follows sorts after.
+            state.stored = state.stored.max((ts, conn_id, state.last_seq));
             state.changed_since_checkpoint = false;
             state.last_checkpoint_us = now_us;
             let book = state.book.as_ref().expect("checked above");

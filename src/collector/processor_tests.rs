@@ -763,3 +763,57 @@ fn discovery_keeps_markets_the_lifecycle_channel_announced_before_they_open() {
     assert_eq!(sent[0]["params"]["action"], "delete_markets");
     assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
 }
+
+#[test]
+fn a_market_resubscribed_on_the_same_connection_sorts_after_its_old_subscription() {
+    let mut p = connected();
+    let ms = 1_780_000_000_100;
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4200", "1.00", ms),
+        T0 + 100_000,
+    );
+    // Kalshi ends sid 3; the markets come back on sid 4, whose seq starts at 1, and the
+    // new snapshot and its next delta carry the very same exchange millisecond.
+    send(
+        &mut p,
+        json!({"type": "error", "sid": 3, "seq": 4, "msg": {"code": 25, "msg": "Subscription buffer overflow"}}),
+        T0 + 100_500,
+    );
+    commands(&mut p);
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 4, "msg": {"channel": "orderbook_delta", "sid": 4}}),
+        T0 + 100_600,
+    );
+    send(
+        &mut p,
+        snapshot(4, 1, A, &[("0.4200", "20.00")], &[]),
+        T0 + 100_700,
+    );
+    send(
+        &mut p,
+        delta(4, 2, A, "yes", "0.4200", "1.00", ms),
+        T0 + 100_800,
+    );
+    let rows = p.take_rows();
+    let mut events: Vec<(i64, u64, u64)> = rows
+        .deltas
+        .iter()
+        .filter(|d| d.market == A)
+        .map(|d| (d.ts, d.conn, d.seq))
+        .chain(
+            rows.snapshots
+                .iter()
+                .filter(|s| s.market == A && s.sid == 4)
+                .map(|s| (s.ts, s.conn, s.seq)),
+        )
+        .collect();
+    let arrival = events.clone();
+    events.sort_unstable();
+    assert_eq!(events.len(), 3);
+    // Arrival order: old delta, new snapshot, new delta (chained as delta, delta, snapshot).
+    assert_eq!(events[0], arrival[0], "the old sid's delta sorts first");
+    assert_eq!(events[1], arrival[2], "then the new snapshot");
+    assert_eq!(events[2], arrival[1], "then the new sid's delta");
+}
