@@ -100,6 +100,21 @@ fn connected() -> Processor {
     p
 }
 
+/// A processor connected, its orderbook subscription (sid 3) to `markets` confirmed and no
+/// frame of it received yet.
+fn subscribed_to(markets: &[&str]) -> Processor {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(markets.iter().map(|m| meta(m)).collect(), T0);
+    p.connect(T0);
+    p.take_commands();
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
+        T0,
+    );
+    p
+}
+
 fn level(p: &Processor, market: &str, side: Side, price: &str) -> Option<Size> {
     p.book(market)?
         .ladder(side)
@@ -452,15 +467,7 @@ fn an_unrequested_snapshot_that_changes_the_book_marks_its_uncertain_instant() {
 fn snapshots_wait_for_the_exchange_clock_when_it_is_far_from_ours() {
     // A replay of old traffic: exchange timestamps half a year before our clock.
     let old_ms = 1_763_000_000_000;
-    let mut p = Processor::new(ProcessorConfig::default(), None);
-    p.set_markets(vec![meta(A)], T0);
-    p.connect(T0);
-    p.take_commands();
-    send(
-        &mut p,
-        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
-        T0,
-    );
+    let mut p = subscribed_to(&[A]);
     send(
         &mut p,
         snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
@@ -492,15 +499,7 @@ fn snapshots_wait_for_the_exchange_clock_when_it_is_far_from_ours() {
 
 #[test]
 fn a_silent_exchange_is_eventually_taken_to_share_our_clock() {
-    let mut p = Processor::new(ProcessorConfig::default(), None);
-    p.set_markets(vec![meta(A)], T0);
-    p.connect(T0);
-    p.take_commands();
-    send(
-        &mut p,
-        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
-        T0,
-    );
+    let mut p = subscribed_to(&[A]);
     send(
         &mut p,
         snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
@@ -559,15 +558,7 @@ fn commands_refused_for_rate_are_resent_and_oversized_subscriptions_split() {
 
 #[test]
 fn a_lost_first_frame_of_a_subscription_is_a_gap_and_asks_for_snapshots() {
-    let mut p = Processor::new(ProcessorConfig::default(), None);
-    p.set_markets(vec![meta(A), meta(B)], T0);
-    p.connect(T0);
-    p.take_commands();
-    send(
-        &mut p,
-        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
-        T0,
-    );
+    let mut p = subscribed_to(&[A, B]);
     // seq 1 (A's snapshot) never arrives; B's comes as seq 2.
     send(
         &mut p,
