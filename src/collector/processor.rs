@@ -1117,13 +1117,16 @@ impl Processor {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Some(id) = id {
-            conn.pending.remove(&id);
-        }
+        // Only the replies to add and delete are specified to list the subscription's markets;
+        // whatever another `ok` lists (a get_snapshot's) is not taken as the full set.
+        let lists_all = match id.and_then(|id| conn.pending.remove(&id)) {
+            Some(Pending::Update(action)) => action != UpdateAction::GetSnapshot,
+            _ => false,
+        };
         let Some(SidState {
             channel: Channel::Orderbook(shard),
             ..
-        }) = conn.sids.get(&sid)
+        }) = conn.sids.get(&sid).filter(|_| lists_all)
         else {
             return;
         };
@@ -1182,18 +1185,22 @@ impl Processor {
                     conn.pending.remove(&id);
                     ended = command_sid(&command);
                 }
-                (_, refused) => {
-                    let adding = matches!(
-                        conn.pending.remove(&id),
-                        Some(
-                            Pending::Subscribe(Channel::Orderbook(_))
-                                | Pending::Update(UpdateAction::AddMarkets)
-                        )
-                    );
-                    if adding && let Some(command) = refused {
+                (_, Some(command)) => match conn.pending.remove(&id) {
+                    Some(
+                        Pending::Subscribe(Channel::Orderbook(_))
+                        | Pending::Update(UpdateAction::AddMarkets),
+                    ) => {
                         self.unsubscribed_by_refusal(&command, market_tickers);
                         return;
                     }
+                    Some(Pending::Update(UpdateAction::GetSnapshot)) => {
+                        self.resubscribe_for_snapshots(&command);
+                        return;
+                    }
+                    _ => {}
+                },
+                (_, None) => {
+                    conn.pending.remove(&id);
                 }
             }
         }
@@ -1245,6 +1252,44 @@ impl Processor {
         }
         for market in named {
             self.wanted.remove(market);
+        }
+    }
+
+    /// Kalshi refused `get_snapshot` (`command`): take the markets out of their subscription
+    /// and add them again, which brings their snapshots the other way the protocol offers.
+    fn resubscribe_for_snapshots(&mut self, command: &str) {
+        let markets = command_markets(command);
+        let Some(sid) = command_sid(command) else {
+            return;
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Some(shard) = conn.shards.iter_mut().find(|shard| shard.sid == Some(sid)) else {
+            return;
+        };
+        let markets: Vec<String> = markets
+            .into_iter()
+            .filter(|market| shard.markets.remove(market))
+            .collect();
+        if markets.is_empty() {
+            return;
+        }
+        let id = conn.next_command_id;
+        conn.next_command_id += 1;
+        conn.pending
+            .insert(id, Pending::Update(UpdateAction::DeleteMarkets));
+        conn.resync_at_us = Some(self.last_received_us + RESYNC_DELAY_US);
+        self.commands.push(commands::update_subscription(
+            id,
+            sid,
+            UpdateAction::DeleteMarkets,
+            &markets,
+        ));
+        for market in &markets {
+            if let Some(state) = self.markets.get_mut(market) {
+                state.shard = None;
+            }
         }
     }
 

@@ -672,12 +672,7 @@ fn deltas_for_a_market_without_a_book_ask_for_its_snapshot_at_a_bounded_rate() {
         T0 + 100_000,
     );
     assert_eq!(commands(&mut p).len(), 1, "the negative size asks once");
-    // The get_snapshot is refused; deltas keep coming.
-    send(
-        &mut p,
-        json!({"type": "error", "id": 4, "msg": {"code": 1, "msg": "Unable to process message"}}),
-        T0 + 150_000,
-    );
+    // The get_snapshot goes unanswered (lost); deltas keep coming.
     for (i, seq) in (4..10).enumerate() {
         send(
             &mut p,
@@ -807,4 +802,53 @@ fn a_market_resubscribed_on_the_same_connection_sorts_after_its_old_subscription
     assert_eq!(events[0], arrival[0], "the old sid's delta sorts first");
     assert_eq!(events[1], arrival[2], "then the new snapshot");
     assert_eq!(events[2], arrival[1], "then the new sid's delta");
+}
+
+#[test]
+fn a_refused_get_snapshot_takes_the_market_out_and_adds_it_again() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, A, "no", "0.5500", "-8.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    send(
+        &mut p,
+        json!({"type": "error", "id": sent[0]["id"], "msg": {"code": 13, "msg": "Unsupported action"}}),
+        T0 + 150_000,
+    );
+    let out = commands(&mut p);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["params"]["action"], "delete_markets");
+    assert_eq!(out[0]["params"]["sid"], 3);
+    assert_eq!(out[0]["params"]["market_tickers"], json!([A]));
+    assert!(p.book(B).is_some(), "the other market is untouched");
+    p.checkpoint(T0 + 5_200_000);
+    let back = commands(&mut p);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["params"]["action"], "add_markets");
+    assert_eq!(back[0]["params"]["sid"], 3);
+    assert_eq!(back[0]["params"]["market_tickers"], json!([A]));
+}
+
+#[test]
+fn an_ok_to_get_snapshot_listing_some_markets_does_not_shrink_the_subscription() {
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, A, "no", "0.5500", "-8.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    send(
+        &mut p,
+        json!({"type": "ok", "id": sent[0]["id"], "sid": 3, "seq": 4, "msg": {"market_tickers": [A]}}),
+        T0 + 150_000,
+    );
+    assert_eq!(p.subscribed_markets(), 2);
+    p.set_markets(vec![meta(A), meta(B)], T0 + 200_000);
+    assert!(commands(&mut p).is_empty(), "nothing to add or delete");
 }
