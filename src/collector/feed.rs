@@ -229,6 +229,9 @@ async fn session(
     let mut last_frame = tokio::time::Instant::now();
     let mut watchdog = tokio::time::interval(Duration::from_secs(1));
     loop {
+        if let Some(reason) = processor.abandon_reason() {
+            return reason.to_owned();
+        }
         for command in processor.take_commands() {
             if let Err(error) = sink.send(Message::text(command)).await {
                 return format!("cannot send a command: {error}");

@@ -316,6 +316,8 @@ struct Connection {
     deferred: Vec<(i64, String)>,
     /// When to bring the subscriptions in line with `wanted` again (after a refusal).
     resync_at_us: Option<i64>,
+    /// Why this connection must be dropped and opened again, once asked.
+    abandon: Option<String>,
 }
 
 /// The collector's state across connections.
@@ -458,6 +460,7 @@ impl Processor {
             sent: HashMap::new(),
             deferred: Vec::new(),
             resync_at_us: None,
+            abandon: None,
         });
         for state in self.markets.values_mut() {
             state.shard = None;
@@ -1185,6 +1188,11 @@ impl Processor {
                     conn.pending.remove(&id);
                     ended = command_sid(&command);
                 }
+                // A terminal error in reply to a command on one subscription ends that one.
+                (10 | 25, Some(command)) if ended.is_none() && command_sid(&command).is_some() => {
+                    conn.pending.remove(&id);
+                    ended = command_sid(&command);
+                }
                 (_, Some(command)) => match conn.pending.remove(&id) {
                     Some(
                         Pending::Subscribe(Channel::Orderbook(_))
@@ -1203,6 +1211,14 @@ impl Processor {
                     conn.pending.remove(&id);
                 }
             }
+        }
+        // A terminal error that names no subscription of ours may have ended any of them,
+        // and nothing tells which: only a new connection makes every book known again.
+        if matches!(code, 10 | 25) && ended.is_none() {
+            conn.abandon.get_or_insert_with(|| {
+                format!("exchange error {code} ({message}) named no subscription")
+            });
+            return;
         }
         // An ended subscription is subscribed again; its markets' books are unknown till then.
         let Some(sid) = ended else { return };
@@ -1534,6 +1550,13 @@ impl Processor {
     #[must_use]
     pub fn pending_rows(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Why the current connection must be dropped and opened again, if it must: the caller
+    /// disconnects with this reason (which records the gaps) and reconnects.
+    #[must_use]
+    pub fn abandon_reason(&self) -> Option<&str> {
+        self.conn.as_ref()?.abandon.as_deref()
     }
 
     /// Commands (JSON text frames) to send, in order.

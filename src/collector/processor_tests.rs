@@ -852,3 +852,172 @@ fn an_ok_to_get_snapshot_listing_some_markets_does_not_shrink_the_subscription()
     p.set_markets(vec![meta(A), meta(B)], T0 + 200_000);
     assert!(commands(&mut p).is_empty(), "nothing to add or delete");
 }
+
+/// Kalshi's own recorded traffic (one `orderbook_delta` subscription of 12 markets, whose
+/// `ok` replies to other clients' commands take places in the sequence) goes through the
+/// core without a false gap, a dropped delta or a command, and leaves every book equal to
+/// a plain fold of the frames.
+#[test]
+fn recorded_kalshi_traffic_replays_without_false_gaps_into_exact_books() {
+    const STREAM: &str = include_str!("../../tests/fixtures/kalshi/ws_orderbook_stream.jsonl");
+    let frames: Vec<Value> = STREAM
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("recorded frames are JSON"))
+        .collect();
+    let tickers: Vec<String> = frames
+        .iter()
+        .filter(|f| f["type"] == "orderbook_snapshot")
+        .map(|f| f["msg"]["market_ticker"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tickers.len(), 12);
+
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(tickers.iter().map(|t| meta(t)).collect(), T0);
+    p.connect(T0);
+    let sent = commands(&mut p);
+    let book_subscribe = sent
+        .iter()
+        .find(|c| c["params"]["channels"] == json!(["orderbook_delta"]))
+        .expect("an orderbook subscription");
+    assert_eq!(
+        book_subscribe["params"]["market_tickers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        12
+    );
+
+    // Our units, folded by hand: price in $0.0001, size in 0.01 contracts.
+    let units = |text: &Value| -> i64 { text.as_str().unwrap().replace('.', "").parse().unwrap() };
+    let mut truth: HashMap<(String, &str, i64), i64> = HashMap::new();
+    let mut received_us = T0;
+    for mut frame in frames {
+        match frame["type"].as_str().unwrap() {
+            // The recording's ids were another client's; the reply to ours carries our id.
+            "subscribed" => frame["id"] = book_subscribe["id"].clone(),
+            "ok" => frame["id"] = json!(frame["id"].as_u64().unwrap() + 1_000),
+            "orderbook_snapshot" => {
+                let market = frame["msg"]["market_ticker"].as_str().unwrap().to_owned();
+                truth.retain(|(m, _, _), _| *m != market);
+                for side in ["yes", "no"] {
+                    let Some(levels) = frame["msg"][format!("{side}_dollars_fp")].as_array() else {
+                        continue;
+                    };
+                    for level in levels {
+                        truth.insert((market.clone(), side, units(&level[0])), units(&level[1]));
+                    }
+                }
+            }
+            "orderbook_delta" => {
+                let msg = &frame["msg"];
+                let side = if msg["side"] == "yes" { "yes" } else { "no" };
+                let key = (
+                    msg["market_ticker"].as_str().unwrap().to_owned(),
+                    side,
+                    units(&msg["price_dollars"]),
+                );
+                *truth.entry(key).or_default() += units(&msg["delta_fp"]);
+                received_us = received_us.max(msg["ts_ms"].as_i64().unwrap() * 1_000 + 30_000);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        send(&mut p, frame, received_us);
+    }
+    truth.retain(|_, size| *size != 0);
+
+    let stats = p.take_stats();
+    assert_eq!(stats.deltas, 245);
+    assert_eq!(stats.snapshots, 12);
+    assert_eq!(
+        (
+            stats.gaps,
+            stats.malformed,
+            stats.dropped_deltas,
+            stats.repeated_frames
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(
+        commands(&mut p).is_empty(),
+        "no snapshot asked, nothing resent"
+    );
+    let rows = p.take_rows();
+    assert!(rows.gaps.is_empty(), "{:?}", rows.gaps);
+    assert_eq!(rows.deltas.len(), 245);
+    let mut last: HashMap<&str, (i64, u64)> = HashMap::new();
+    for row in &rows.deltas {
+        let previous = last.insert(&row.market, (row.ts, row.seq));
+        assert!(
+            previous.is_none_or(|p| p < (row.ts, row.seq)),
+            "{} stored out of order",
+            row.market
+        );
+    }
+
+    let mut served: HashMap<(String, &str, i64), i64> = HashMap::new();
+    for ticker in &tickers {
+        let book = p.book(ticker).expect("every market has a book");
+        for (side, name) in [(Side::Yes, "yes"), (Side::No, "no")] {
+            for (price, size) in book.ladder(side) {
+                served.insert(
+                    (ticker.clone(), name, i64::from(price.units())),
+                    size.units(),
+                );
+            }
+        }
+    }
+    assert_eq!(served, truth);
+}
+
+#[test]
+fn a_buffer_overflow_in_reply_to_a_command_ends_the_subscription_it_named() {
+    let mut p = connected();
+    p.take_rows();
+    send(
+        &mut p,
+        delta(3, 3, A, "no", "0.5500", "-8.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["sid"], 3);
+    send(
+        &mut p,
+        json!({"type": "error", "id": sent[0]["id"], "msg": {"code": 25, "msg": "Subscription buffer overflow"}}),
+        T0 + 150_000,
+    );
+    assert_eq!(p.book(B), None, "every market of sid 3 is unknown");
+    let again = commands(&mut p);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["cmd"], "subscribe");
+    assert_eq!(again[0]["params"]["market_tickers"], json!([A, B]));
+    assert!(
+        p.abandon_reason().is_none(),
+        "the connection itself is fine"
+    );
+}
+
+#[test]
+fn a_terminal_error_naming_no_subscription_abandons_the_connection() {
+    let mut p = connected();
+    p.take_rows();
+    assert!(p.abandon_reason().is_none());
+    send(
+        &mut p,
+        json!({"type": "error", "msg": {"code": 10, "msg": "Channel error"}}),
+        T0 + 100_000,
+    );
+    let reason = p.abandon_reason().expect("the connection is to be dropped");
+    assert!(reason.contains("error 10"), "{reason}");
+    p.disconnect(reason.to_owned().as_str());
+    let gaps = p.take_rows().gaps;
+    assert_eq!(
+        gaps.len(),
+        2,
+        "both books are unknown until the next connection"
+    );
+    p.connect(T0 + 200_000);
+    assert!(
+        p.abandon_reason().is_none(),
+        "a new connection starts clean"
+    );
+}
