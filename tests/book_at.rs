@@ -5,6 +5,7 @@ mod common;
 
 use common::TestEnv;
 use kalshibook::clickhouse::book::{BookPosition, book_at};
+use kalshibook::clickhouse::orderbook::{Instants, book_series, orderbook_at};
 use kalshibook::clickhouse::rows::{
     DeltaRow, SnapshotPlace, SnapshotRow, SnapshotSource, side_code,
 };
@@ -278,5 +279,115 @@ async fn unknown_market_has_no_book() {
     .await
     .expect("query runs");
     assert!(got.is_none());
+    env.cleanup().await;
+}
+
+/// One event of the hand-built feed below.
+fn snapshot_row(market: &str, ts: i64, seq: u64, book: &Book) -> SnapshotRow {
+    let place = SnapshotPlace {
+        market,
+        ts,
+        ts_received: ts + 900,
+        conn: 7,
+        sid: 1,
+        seq,
+        source: SnapshotSource::Exchange,
+    };
+    SnapshotRow::from_book(&place, book)
+}
+
+fn delta_row(market: &str, ts: i64, seq: u64, price: u32, delta: i64) -> DeltaRow {
+    DeltaRow {
+        market: market.to_owned(),
+        ts,
+        ts_received: ts + 700,
+        conn: 7,
+        sid: 1,
+        seq,
+        side: side_code(Side::Yes),
+        price,
+        delta,
+    }
+}
+
+/// A market whose recording ended with the empty book Kalshi sends at its close keeps that
+/// book, exactly, long after the snapshot lookback; one whose recording ended with bids does
+/// not (its book is unknown); and an empty book that changed since is not taken as final.
+/// `bookSnapshots`' reader agrees with the single-instant one at every instant.
+#[tokio::test]
+async fn a_closed_markets_empty_book_outlives_the_lookback() {
+    const HOUR: i64 = 3_600_000_000;
+    let env = TestEnv::migrated().await;
+    let client = env.clickhouse();
+    let bids = Book::from_levels([(Side::Yes, Price::from_units(4_200), Size::from_units(1_000))]);
+    let (closed, left, reopened) = ("KXTEST-CLOSED", "KXTEST-LEFT", "KXTEST-REOPENED");
+    let t = START_US;
+    let snapshots = vec![
+        snapshot_row(closed, t, 1, &bids),
+        snapshot_row(closed, t + 10_000, 3, &Book::default()),
+        snapshot_row(left, t, 4, &bids),
+        snapshot_row(reopened, t, 5, &Book::default()),
+    ];
+    let deltas = vec![
+        delta_row(closed, t + 5_000, 2, 4_300, 500),
+        delta_row(left, t + 5_000, 6, 4_300, 500),
+        delta_row(reopened, t + 3 * HOUR, 7, 4_300, 500),
+    ];
+    let mut insert = client.insert::<SnapshotRow>("snapshots").await.unwrap();
+    for row in &snapshots {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let mut insert = client.insert::<DeltaRow>("deltas").await.unwrap();
+    for row in &deltas {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let at = |market: &'static str, at_us: i64| {
+        let client = client.clone();
+        async move {
+            orderbook_at(&client, market, at_us)
+                .await
+                .expect("orderbook_at")
+                .book
+        }
+    };
+    let closed_position = BookPosition {
+        ts_us: t + 10_000,
+        conn: 7,
+        seq: 3,
+    };
+    for later in [HOUR, 3 * HOUR, 30 * 24 * HOUR] {
+        let book = at(closed, t + later)
+            .await
+            .expect("the closed book is known");
+        assert!(book.book.is_empty(), "{later}");
+        assert_eq!(book.position, closed_position);
+    }
+    assert_eq!(at(left, t + 3 * HOUR).await, None, "bids left unrecorded");
+    assert!(at(left, t + HOUR).await.is_some(), "within the lookback");
+    let before_change = at(reopened, t + 3 * HOUR - 1).await.expect("still empty");
+    assert!(before_change.book.is_empty());
+    assert_eq!(
+        at(reopened, t + 3 * HOUR).await,
+        None,
+        "a delta came after the empty snapshot: unknown, not guessed"
+    );
+
+    let instants = Instants {
+        from_us: t - HOUR,
+        interval_us: HOUR / 2,
+        count: 16,
+    };
+    for market in [closed, left, reopened] {
+        let series = book_series(&client, market, instants)
+            .await
+            .expect("book_series");
+        for (i, book) in series.into_iter().enumerate() {
+            let instant = instants.at(u32::try_from(i).unwrap());
+            assert_eq!(book, at(market, instant).await, "{market} at {instant}");
+        }
+    }
     env.cleanup().await;
 }

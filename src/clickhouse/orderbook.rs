@@ -5,6 +5,8 @@
 //! the instant (within [`SNAPSHOT_LOOKBACK`]; of snapshots sharing a timestamp the last one by
 //! (conn, seq) wins) plus every delta after it, by (ts, conn, seq), up to the instant.
 
+use std::collections::HashMap;
+
 use clickhouse::Row;
 use serde::Deserialize;
 
@@ -78,7 +80,8 @@ struct OrderBookRow {
 /// A market's recorded book at an instant and whether that instant lies in a feed gap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedBook {
-    /// `None` when no snapshot lies within the lookback: the book at that instant is unknown.
+    /// `None` when no snapshot lies within the lookback (and the market's latest snapshot
+    /// is not an empty book left unchanged since): the book at that instant is unknown.
     pub book: Option<BookAt>,
     /// A recorded gap of this market covers the instant: the stored book may differ from the
     /// exchange's.
@@ -102,7 +105,10 @@ pub async fn orderbook_at(
         .fetch_one::<OrderBookRow>()
         .await?;
     let book = if row.snapshots == 0 {
-        None
+        books_left_empty(client, market, &[at_us])
+            .await?
+            .pop()
+            .flatten()
     } else {
         Some(book_from_snapshot_and_changes(
             row.snap_pos,
@@ -322,8 +328,9 @@ impl Instants {
     }
 }
 
-/// The books of `market` at each of `instants` ([`BOOK_SERIES_SQL`]); `None` where no snapshot
-/// lies within the lookback. One entry per instant, in order.
+/// The books of `market` at each of `instants` ([`BOOK_SERIES_SQL`]); where no snapshot lies
+/// within the lookback, a closed market's empty final book ([`books_left_empty`]) or `None`.
+/// One entry per instant, in order.
 ///
 /// # Errors
 /// [`ReadError`] when ClickHouse fails or returns a level the domain rejects.
@@ -343,6 +350,7 @@ pub async fn book_series(
         .fetch_all::<SeriesRow>()
         .await?;
     let mut books: Vec<Option<BookAt>> = vec![None; instants.count as usize];
+    let found: Vec<u32> = rows.iter().map(|row| row.i).collect();
     for row in rows {
         let slot = books
             .get_mut(row.i as usize)
@@ -355,6 +363,126 @@ pub async fn book_series(
             },
             book: book_from_levels(&row.sides, &row.prices, &row.sizes)?,
         });
+    }
+    if found.len() < books.len() {
+        let unknown: Vec<u32> = (0..instants.count)
+            .filter(|i| found.binary_search(i).is_err())
+            .collect();
+        let at: Vec<i64> = unknown.iter().map(|&i| instants.at(i)).collect();
+        let empty = books_left_empty(client, market, &at).await?;
+        for (i, book) in unknown.into_iter().zip(empty) {
+            books[i as usize] = book;
+        }
+    }
+    Ok(books)
+}
+
+/// For instants with no snapshot within the lookback: the latest snapshot of each, however
+/// old, when it holds an empty book. Parameters: `market`, `instants` (Unix µs, ascending).
+/// One row per instant whose latest snapshot is empty.
+pub const EMPTY_SNAPSHOT_BEFORE_SQL: &str = r"
+SELECT q.at_us AS at_us, toUnixTimestamp64Micro(s.ts) AS ts_us, s.pos.1 AS conn, s.pos.2 AS seq
+FROM (
+    SELECT {market:String} AS market, arrayJoin({instants:Array(Int64)}) AS at_us,
+           fromUnixTimestamp64Micro(at_us, 'UTC') AS at
+) AS q
+ASOF INNER JOIN (
+    SELECT market, ts, max((conn, seq)) AS pos,
+           argMax(empty(yes_prices) AND empty(no_prices), (conn, seq)) AS is_empty
+    FROM snapshots
+    WHERE market = {market:String}
+      AND ts <= fromUnixTimestamp64Micro(arrayMax({instants:Array(Int64)}), 'UTC')
+    GROUP BY market, ts
+) AS s ON q.market = s.market AND q.at >= s.ts
+WHERE s.is_empty
+ORDER BY at_us
+";
+
+/// The first delta of a market at or after each given snapshot time, up to `last_us`.
+/// Parameters: `market`, `snapshot_ts` (Unix µs, ascending), `last_us`. One row per
+/// snapshot time; `next_ts_us` is 0 when no delta follows.
+pub const FIRST_DELTA_AFTER_SQL: &str = r"
+SELECT s.t AS snapshot_ts_us, toUnixTimestamp64Micro(d.ts) AS next_ts_us
+FROM (
+    SELECT {market:String} AS market, arrayJoin({snapshot_ts:Array(Int64)}) AS t,
+           fromUnixTimestamp64Micro(t, 'UTC') AS ts
+) AS s
+ASOF LEFT JOIN (
+    SELECT market, ts FROM deltas
+    WHERE market = {market:String}
+      AND ts >= fromUnixTimestamp64Micro(arrayMin({snapshot_ts:Array(Int64)}), 'UTC')
+      AND ts <= fromUnixTimestamp64Micro({last_us:Int64}, 'UTC')
+) AS d ON s.market = d.market AND s.ts <= d.ts
+";
+
+#[derive(Debug, Row, Deserialize)]
+struct EmptySnapshotRow {
+    at_us: i64,
+    ts_us: i64,
+    conn: u64,
+    seq: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct NextDeltaRow {
+    snapshot_ts_us: i64,
+    next_ts_us: i64,
+}
+
+/// The books at `instants` (ascending, Unix µs) that no snapshot within the lookback
+/// explains, where the market's latest snapshot, however old, left its book empty and no
+/// delta has come since: that empty book (a closed market's, whose recording ended on
+/// purpose; a market whose recording ended with a non-empty book has an open gap instead).
+/// `None` elsewhere. Two small queries, made only for such instants.
+async fn books_left_empty(
+    client: &clickhouse::Client,
+    market: &str,
+    instants: &[i64],
+) -> Result<Vec<Option<BookAt>>, ReadError> {
+    let mut books = vec![None; instants.len()];
+    let Some(&last_us) = instants.last() else {
+        return Ok(books);
+    };
+    let empty = client
+        .query(EMPTY_SNAPSHOT_BEFORE_SQL)
+        .param("market", market)
+        .param("instants", instants)
+        .fetch_all::<EmptySnapshotRow>()
+        .await?;
+    if empty.is_empty() {
+        return Ok(books);
+    }
+    let mut snapshot_ts: Vec<i64> = empty.iter().map(|row| row.ts_us).collect();
+    snapshot_ts.sort_unstable();
+    snapshot_ts.dedup();
+    let next_delta: HashMap<i64, i64> = client
+        .query(FIRST_DELTA_AFTER_SQL)
+        .param("market", market)
+        .param("snapshot_ts", &snapshot_ts)
+        .param("last_us", last_us)
+        .fetch_all::<NextDeltaRow>()
+        .await?
+        .into_iter()
+        .map(|row| (row.snapshot_ts_us, row.next_ts_us))
+        .collect();
+    for row in empty {
+        // A delta at the snapshot's own timestamp may sort before it by (conn, seq); taking
+        // it as coming after only leaves the instant unknown, never wrong.
+        let next = next_delta.get(&row.ts_us).copied().unwrap_or(0);
+        let changed_since = next != 0 && next <= row.at_us;
+        if changed_since {
+            continue;
+        }
+        if let Ok(slot) = instants.binary_search(&row.at_us) {
+            books[slot] = Some(BookAt {
+                position: BookPosition {
+                    ts_us: row.ts_us,
+                    conn: row.conn,
+                    seq: row.seq,
+                },
+                book: Book::default(),
+            });
+        }
     }
     Ok(books)
 }

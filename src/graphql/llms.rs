@@ -317,7 +317,7 @@ const CONVENTIONS: &str = "\
 - Times are RFC 3339 strings; answers are UTC with microseconds. All times are the exchange's clock.
 - Ranges are half-open `[from, to)`. Lists are paged with `first` and `after` (pass the previous `pageInfo.endCursor`; cursors stay valid while new data arrives).
 - Kalshi quotes bids only: the YES ask is $1 − the best NO bid. `costToBuy(side: YES)` walks the NO bids.
-- A book's `complete` is false inside a recorded feed gap (`status: IN_GAP`) or when nothing was recorded in the 2 hours before the instant (`status: NOT_RECORDED`, ladders null).
+- A book's `complete` is false inside a recorded feed gap (`status: IN_GAP`) or when nothing was recorded in the 2 hours before the instant (`status: NOT_RECORDED`, ladders null); a closed market's empty final book stays `COMPLETE` after its close, however long.
 - Every error has `extensions.code` (see Errors below).
 - Market data needs an API key in the `X-API-Key` header and costs credits (see Authentication and Credits below).";
 

@@ -110,7 +110,8 @@ impl QueryRoot {
     /// The order book of one market at one instant, exactly as recorded: the latest snapshot
     /// at or before `at` plus every delta after it up to `at`. `complete` tells whether it is
     /// the exchange's exact book (false inside a recorded feed gap, and when nothing was
-    /// recorded within 2 hours before `at`, in which case the ladders are null). Errors:
+    /// recorded within 2 hours before `at`, in which case the ladders are null; a closed
+    /// market's empty final book stays complete however long after its close). Errors:
     /// NOT_FOUND for a ticker never seen, BAD_INPUT for a bad argument.
     #[graphql(complexity = "crate::graphql::limits::COST_ORDERBOOK + child_complexity")]
     async fn orderbook(

@@ -63,6 +63,8 @@ pub enum BookStatus {
     InGap,
     /// Nothing was recorded for the market within 2 hours before the instant (before
     /// recording began, or during an outage): the book is unknown and its ladders are null.
+    /// (A market whose recording ended with the empty book Kalshi sends at its close keeps
+    /// that empty, COMPLETE book until anything else is recorded for it.)
     NotRecorded,
 }
 
@@ -152,7 +154,8 @@ impl OrderBook {
     }
 
     /// True only when `status` is COMPLETE: the book equals the exchange's at `at`. False
-    /// inside a recorded feed gap and when nothing was recorded within 2 hours before `at`.
+    /// inside a recorded feed gap and when nothing was recorded within 2 hours before `at`
+    /// (except after a market's close, whose empty book stays COMPLETE).
     async fn complete(&self) -> bool {
         self.status == BookStatus::Complete
     }
