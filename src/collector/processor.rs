@@ -33,6 +33,10 @@ const RESYNC_DELAY_US: i64 = 5_000_000;
 /// The least time between two snapshot requests for a market whose book is unknown outside
 /// a recorded gap's own request (deltas keep arriving for it, or its snapshot was refused).
 const SNAPSHOT_RETRY_US: i64 = 5_000_000;
+/// `get_snapshot` requests for one market left unanswered before its snapshot is asked for
+/// the other way (taken out of its subscription and added again): an exchange that ignores
+/// the action must not leave the book unknown for ever.
+const SNAPSHOT_REQUESTS_BEFORE_RESUBSCRIBING: u8 = 2;
 const TRADE: &str = "trade";
 const LIFECYCLE: &str = "market_lifecycle_v2";
 
@@ -254,6 +258,8 @@ struct MarketState {
     last_update_us: i64,
     /// Last time (receive clock) a snapshot of it was asked for, Unix µs.
     snapshot_asked_us: i64,
+    /// `get_snapshot` requests since its last snapshot.
+    snapshot_requests: u8,
 }
 
 impl MarketState {
@@ -733,6 +739,7 @@ impl Processor {
         for market in &markets {
             if let Some(state) = self.markets.get_mut(market) {
                 state.snapshot_asked_us = self.last_received_us;
+                state.snapshot_requests = state.snapshot_requests.saturating_add(1);
             }
         }
         let Some(conn) = self.conn.as_mut() else {
@@ -807,6 +814,7 @@ impl Processor {
         state.changed_since_checkpoint = false;
         state.last_checkpoint_us = ts_received_us;
         state.last_update_us = ts_received_us;
+        state.snapshot_requests = 0;
         let book = Arc::new(book);
         state.book = Some((*book).clone());
         let resync = gap.is_some();
@@ -907,11 +915,18 @@ impl Processor {
         };
         let Some(book) = state.book.as_mut() else {
             self.stats.dropped_deltas += 1;
-            // Its snapshot was lost, refused or never sent: ask again, at a bounded rate.
+            // Its snapshot was lost, refused or never sent: ask again, at a bounded rate, and
+            // after requests went unanswered, by taking it out and adding it again.
             if state.shard.is_some()
                 && ts_received_us - state.snapshot_asked_us >= SNAPSHOT_RETRY_US
             {
-                self.request_snapshots(sid, vec![delta.market]);
+                if state.snapshot_requests >= SNAPSHOT_REQUESTS_BEFORE_RESUBSCRIBING {
+                    state.snapshot_requests = 0;
+                    state.snapshot_asked_us = ts_received_us;
+                    self.resubscribe_markets(sid, vec![delta.market]);
+                } else {
+                    self.request_snapshots(sid, vec![delta.market]);
+                }
             }
             return;
         };
@@ -1274,10 +1289,14 @@ impl Processor {
     /// Kalshi refused `get_snapshot` (`command`): take the markets out of their subscription
     /// and add them again, which brings their snapshots the other way the protocol offers.
     fn resubscribe_for_snapshots(&mut self, command: &str) {
-        let markets = command_markets(command);
-        let Some(sid) = command_sid(command) else {
-            return;
-        };
+        if let Some(sid) = command_sid(command) {
+            self.resubscribe_markets(sid, command_markets(command));
+        }
+    }
+
+    /// Takes `markets` out of subscription `sid` now and adds them again at the next resync
+    /// (a few seconds later), which brings their snapshots.
+    fn resubscribe_markets(&mut self, sid: u32, markets: Vec<String>) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };

@@ -664,7 +664,7 @@ fn refused_subscriptions_are_placed_again_and_named_markets_set_aside() {
 }
 
 #[test]
-fn deltas_for_a_market_without_a_book_ask_for_its_snapshot_at_a_bounded_rate() {
+fn deltas_for_a_market_without_a_book_ask_for_its_snapshot_at_a_bounded_rate_then_resubscribe_it() {
     let mut p = connected();
     send(
         &mut p,
@@ -698,6 +698,37 @@ fn deltas_for_a_market_without_a_book_ask_for_its_snapshot_at_a_bounded_rate() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["params"]["action"], "get_snapshot");
     assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+
+    // Two requests unanswered: the market is taken out and added again instead.
+    send(
+        &mut p,
+        delta(3, 11, A, "yes", "0.4200", "1.00", 1_780_000_012_000),
+        T0 + 12_000_000,
+    );
+    let out = commands(&mut p);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["params"]["action"], "delete_markets");
+    assert_eq!(out[0]["params"]["market_tickers"], json!([A]));
+    send(
+        &mut p,
+        json!({"type": "ok", "id": out[0]["id"], "sid": 3, "seq": 12, "msg": {"market_tickers": [B]}}),
+        T0 + 12_100_000,
+    );
+    p.checkpoint(T0 + 17_200_000);
+    let back = commands(&mut p);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0]["params"]["action"], "add_markets");
+    assert_eq!(back[0]["params"]["market_tickers"], json!([A]));
+    // Its snapshot arrives: the book is known again and requests start over.
+    send(
+        &mut p,
+        snapshot(3, 13, A, &[("0.4200", "3.00")], &[]),
+        T0 + 17_300_000,
+    );
+    assert_eq!(
+        level(&p, A, Side::Yes, "0.4200"),
+        Some(Size::from_units(300))
+    );
 }
 
 #[test]
