@@ -721,7 +721,6 @@ async fn bad_and_unauthenticated_connections_are_refused_with_clear_codes() {
     );
 
     // Without a collector in the process, subscriptions are UNAVAILABLE, with a reason.
-    // (Its own databases: every TestServer creates the same funded test user.)
     let other = TestEnv::migrated().await;
     let (_, other_key, _, _) = api_key(&other, "other@example.com").await;
     let no_bus = TestServer::start(&other.config).await;
@@ -887,5 +886,67 @@ async fn running_out_of_credits_ends_a_subscription_with_credits_exhausted() {
         "{refused}"
     );
     server.stop().await;
+    env.cleanup().await;
+}
+
+/// Revoking a key closes its connections at once on every replica: Postgres announces the
+/// revocation, and neither server waits for its periodic re-check (an hour here). Another
+/// key's connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_closes_its_connections_on_every_replica_at_once() {
+    let env = TestEnv::migrated().await;
+    let bus = Bus::default();
+    bus.publish(snapshot_event("KXLIVE-A", 1));
+    let replica = || {
+        let mut state = AppState::new(&env.config).unwrap();
+        state.bus = Some(bus.clone());
+        state.live.key_recheck = Duration::from_secs(3_600);
+        state
+    };
+    let replicas = [
+        TestServer::start_state(replica()).await,
+        TestServer::start_state(replica()).await,
+    ];
+    for server in &replicas {
+        server.state.revocations.listening().await;
+    }
+    let (store, key, account, key_id) = api_key(&env, "revoked@example.com").await;
+    let (_, kept_key, _, _) = api_key(&env, "kept@example.com").await;
+    let mut subscribed = Vec::new();
+    for (server, key) in [
+        (&replicas[0], &key),
+        (&replicas[1], &key),
+        (&replicas[0], &kept_key),
+    ] {
+        let mut client = Client::connect(server, "graphql-transport-ws", None).await;
+        client.init(Some(key)).await;
+        client
+            .subscribe("1", SMALL_BOOK, json!({ "t": "KXLIVE-A" }))
+            .await;
+        let first = client.next().await.expect("the book");
+        assert_eq!(first["type"], "next", "{first}");
+        subscribed.push(client);
+    }
+
+    store
+        .revoke_key(account, key_id, &Actor::System)
+        .await
+        .expect("revoke");
+    for client in &mut subscribed[..2] {
+        // Heartbeats keep an open connection talking: bound the whole wait, not each frame.
+        let closed = tokio::time::timeout(PATIENCE, client.closed())
+            .await
+            .expect("closed long before the periodic re-check");
+        assert_eq!(
+            (closed.code, closed.reason.as_str()),
+            (4401, "the API key was revoked")
+        );
+    }
+    bus.publish(delta_event("KXLIVE-A", 2));
+    let next = subscribed[2]
+        .next()
+        .await
+        .expect("the other key is untouched");
+    assert_eq!(next["type"], "next", "{next}");
     env.cleanup().await;
 }

@@ -249,6 +249,7 @@ pub const SUBSCRIPTION_EXAMPLES: &[Example] = &[
 
 const LIVE_TEXT: &str = "\
 - Transport: WebSocket on `/graphql` with the subprotocol `graphql-transport-ws` (the `graphql-ws` npm package; the legacy `graphql-ws` subprotocol also works). Authenticate with `{\"apiKey\": \"...\"}` as the `connection_init` payload (or the `X-API-Key` header on the upgrade).
+- Revoking a key closes every connection using it at once (close code 4401).
 - Close codes: 4401 no/unknown/revoked key or subscribe before `connection_ack`; 4400 malformed message; 4408 no `connection_init` within 10 s; 4429 a second `connection_init`; 1001 server shutting down.
 - `orderbook`: first a `SNAPSHOT` (whole book with its exchange `conn`/`sid`/`seq`), then `DELTA`s (`changes`: add each `delta` to the level's size; 0 removes it). `GAP` means the upstream feed broke: drop the book and wait for the `SNAPSHOT` with `resync: true`. With `depth`, changes keep exactly the top `depth` levels.
 - Replay then live: give `from` (at most 24 hours ago) to `orderbook` or `deltas`: history first (`live: false`), then one `CAUGHT_UP`, then live; no message is missing or repeated at the seam. `seq` increases within each (`conn`, `sid`) and is shared by the markets of that exchange subscription.

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod migrations;
+pub mod revocations;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;

@@ -50,6 +50,9 @@ pub struct AppState {
     pub live_meter: Option<std::sync::Arc<dyn graphql::subscription::LiveMeter>>,
     /// Recognises API keys on WebSocket connections (the accounts store unless replaced).
     pub authenticator: std::sync::Arc<dyn ws::Authenticator>,
+    /// Key revocations announced by Postgres: WebSocket connections using a revoked key
+    /// close at once (listened to while the server runs, when it has a gate).
+    pub revocations: crate::postgres::revocations::Revocations,
     /// Cancelled when the server stops: ends every subscription.
     pub shutdown: CancellationToken,
 }
@@ -92,6 +95,7 @@ impl AppState {
             live_meter: Some(std::sync::Arc::new(gate.clone())
                 as std::sync::Arc<dyn graphql::subscription::LiveMeter>),
             authenticator: std::sync::Arc::new(gate.store().clone()),
+            revocations: crate::postgres::revocations::Revocations::new(&config.postgres)?,
             gate: Some(gate),
             bus: None,
             live: graphql::subscription::LiveConfig::default(),
@@ -116,6 +120,7 @@ pub fn app(state: AppState) -> Router {
     let ws = ws::WsState {
         schema: schema.clone(),
         auth: state.authenticator.clone(),
+        revocations: state.revocations.clone(),
         live,
     };
     let api = Router::new()
@@ -213,6 +218,12 @@ pub async fn serve_on(
             }
         })
     });
+    // Announced revocations close WebSocket connections at once (the periodic re-check
+    // stays as the fallback); only a server with a gate has keys to revoke.
+    let revocation_listener = state
+        .gate
+        .is_some()
+        .then(|| state.revocations.spawn_listener(shutdown.clone()));
     let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -224,6 +235,9 @@ pub async fn serve_on(
         flusher.shutdown().await;
     }
     if let Some(task) = housekeeping {
+        task.abort();
+    }
+    if let Some(task) = revocation_listener {
         task.abort();
     }
     served?;

@@ -13,8 +13,9 @@
 //! | 4429 | a second `connection_init` |
 //! | 1001 | the server is shutting down (after each subscription's final `SHUTTING_DOWN`) |
 //!
-//! An open connection's key is checked again every 30 s: revoking it closes the connection
-//! with 4401. A client that accepts no data for 30 s is dropped without a close frame (it
+//! Revoking a key closes the connections using it with 4401 at once, on every replica
+//! (Postgres announces it: [`crate::postgres::revocations`]); each connection's key is also
+//! checked again every 30 s, in case an announcement was lost. A client that accepts no data for 30 s is dropped without a close frame (it
 //! would not read one).
 
 use std::sync::{Arc, Mutex};
@@ -27,9 +28,12 @@ use axum::response::Response;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 
+use tokio::sync::broadcast::error::RecvError;
+
 use crate::accounts::Principal;
 use crate::graphql::subscription::ConnectionScope;
 use crate::graphql::{KalshiBookSchema, LiveService};
+use crate::postgres::revocations::Revocation;
 
 /// Recognises API keys: the accounts store in production (a seam so the HTTP auth layer and
 /// this one share one definition of "a live key").
@@ -86,6 +90,7 @@ impl crate::graphql::subscription::LiveMeter for super::gate::Gate {
 pub struct WsState {
     pub schema: KalshiBookSchema,
     pub auth: Arc<dyn Authenticator>,
+    pub revocations: crate::postgres::revocations::Revocations,
     pub live: Arc<LiveService>,
 }
 
@@ -207,6 +212,8 @@ async fn serve_socket(
     tokio::pin!(init_deadline);
     let mut recheck = tokio::time::interval(config.key_recheck);
     recheck.tick().await;
+    let mut revocations = state.revocations.subscribe();
+    let mut revocations_open = true;
     let mut stopping = false;
     let shutdown = state.live.shutdown.clone();
     let closing = loop {
@@ -243,10 +250,27 @@ async fn serve_socket(
                 )));
             }
             _ = recheck.tick(), if initialised => {
-                let key = lock(&session).accepted.as_ref().map(|(key, _)| key.clone());
-                if let Some(key) = key
-                    && let Ok(None) = state.auth.authenticate(&key).await
-                {
+                if key_revoked(&session, state.auth.as_ref()).await {
+                    break Some(close(4401, "the API key was revoked"));
+                }
+            }
+            revoked = revocations.recv(), if initialised && revocations_open => {
+                let ours = lock(&session)
+                    .accepted
+                    .as_ref()
+                    .map(|(_, scope)| scope.principal.key_id);
+                let closes = match revoked {
+                    Ok(Revocation::Key(key_id)) => Some(key_id) == ours,
+                    // Announcements were missed: ask again.
+                    Ok(Revocation::Unknown) | Err(RecvError::Lagged(_)) => {
+                        key_revoked(&session, state.auth.as_ref()).await
+                    }
+                    Err(RecvError::Closed) => {
+                        revocations_open = false;
+                        false
+                    }
+                };
+                if closes {
                     break Some(close(4401, "the API key was revoked"));
                 }
             }
@@ -265,6 +289,16 @@ async fn serve_socket(
     }
     let _ = sink.close().await;
     metrics::gauge!("live_connections").decrement(1.0);
+}
+
+/// Whether the connection's accepted key is no longer live (a database that cannot tell
+/// leaves the connection open: the next check asks again).
+async fn key_revoked(session: &Mutex<Session>, auth: &dyn Authenticator) -> bool {
+    let key = lock(session).accepted.as_ref().map(|(key, _)| key.clone());
+    match key {
+        Some(key) => matches!(auth.authenticate(&key).await, Ok(None)),
+        None => false,
+    }
 }
 
 fn open_subscriptions(session: &Mutex<Session>) -> usize {

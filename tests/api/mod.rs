@@ -60,8 +60,9 @@ impl TestServer {
         let address = listener.local_addr().expect("address");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve_on(listener, state.clone(), shutdown.clone()));
-        let (user_id, account_id, key) =
-            create_user_key(&state, "tests@kalshibook.test", FUNDED_CREDITS).await;
+        // An email of its own: several servers may share one test database (replicas).
+        let email = format!("tests-{}@kalshibook.test", address.port());
+        let (user_id, account_id, key) = create_user_key(&state, &email, FUNDED_CREDITS).await;
         // A session too, so account fields (`me`, `apiKeys`) answer for the same account.
         let session = state
             .gate
