@@ -158,6 +158,9 @@ pub struct CollectorConfig {
     pub series_tickers: Vec<String>,
     pub event_tickers: Vec<String>,
     pub markets_per_subscription: usize,
+    /// How often the open markets are listed again over REST (the lifecycle channel
+    /// announces most changes at once; this catches what it does not).
+    pub discovery_interval: Duration,
     /// Keep every exchange frame in `raw_frames`.
     pub record_raw_frames: bool,
     /// Rows held in memory while ClickHouse is away, before spilling to the spool.
@@ -248,6 +251,10 @@ impl Config {
                 markets_per_subscription: vars
                     .parse::<usize>("KALSHIBOOK_MARKETS_PER_SUBSCRIPTION", Some(250))?
                     .max(1),
+                discovery_interval: Duration::from_secs(
+                    vars.parse::<u64>("KALSHIBOOK_DISCOVERY_INTERVAL_SECS", Some(60))?
+                        .max(1),
+                ),
                 record_raw_frames: vars.flag_default("KALSHIBOOK_RAW_FRAMES", true)?,
                 max_memory_bytes: vars.parse::<usize>("KALSHIBOOK_SPOOL_MEMORY_MB", Some(256))?
                     << 20,
@@ -430,6 +437,12 @@ mod tests {
         assert_eq!(config.listen_addr.port(), 8080);
         assert_eq!(config.log.format, LogFormat::Text);
         assert!(!config.collect);
+        assert_eq!(config.collector.discovery_interval, Duration::from_secs(60));
+        let every_ten = self::config(&[PG, ("KALSHIBOOK_DISCOVERY_INTERVAL_SECS", "10")]);
+        assert_eq!(
+            every_ten.unwrap().collector.discovery_interval,
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -448,6 +461,7 @@ mod tests {
             ("KALSHIBOOK_COLLECT", "maybe"),
             ("KALSHIBOOK_POSTGRES_POOL_SIZE", "-3"),
             ("KALSHIBOOK_CHARGE_SYNC_COMMIT", "maybe"),
+            ("KALSHIBOOK_DISCOVERY_INTERVAL_SECS", "soon"),
         ] {
             let error = config(&[PG, (name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(name), "{name}: {error}");

@@ -136,6 +136,7 @@ pub async fn start(
         series_ticker: None,
         event_ticker: None,
     };
+    feed_config.discovery_interval = collector.discovery_interval;
     if let [series] = collector.series_tickers.as_slice() {
         feed_config.filter.series_ticker = Some(series.clone());
     }
