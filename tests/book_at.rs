@@ -7,7 +7,7 @@ use common::TestEnv;
 use kalshibook::clickhouse::book::{BookPosition, book_at};
 use kalshibook::clickhouse::orderbook::{Instants, book_series, orderbook_at};
 use kalshibook::clickhouse::rows::{
-    DeltaRow, SnapshotPlace, SnapshotRow, SnapshotSource, side_code,
+    DeltaRow, MarketRow, SnapshotPlace, SnapshotRow, SnapshotSource, side_code,
 };
 use kalshibook::market::{Book, Price, Side, Size};
 use rand::rngs::StdRng;
@@ -310,9 +310,10 @@ fn delta_row(market: &str, ts: i64, seq: u64, price: u32, delta: i64) -> DeltaRo
     }
 }
 
-/// A market whose recording ended with the empty book Kalshi sends at its close keeps that
-/// book, exactly, long after the snapshot lookback; one whose recording ended with bids does
-/// not (its book is unknown); and an empty book that changed since is not taken as final.
+/// A closed market whose recording ended with the empty book Kalshi sends at its close keeps
+/// that book, exactly, long after the snapshot lookback; one whose recording ended with bids
+/// does not (its book is unknown), nor does an open market whose book was empty when its
+/// recording stopped, nor an empty book that changed since.
 /// `bookSnapshots`' reader agrees with the single-instant one at every instant.
 #[tokio::test]
 async fn a_closed_markets_empty_book_outlives_the_lookback() {
@@ -321,8 +322,34 @@ async fn a_closed_markets_empty_book_outlives_the_lookback() {
     let client = env.clickhouse();
     let bids = Book::from_levels([(Side::Yes, Price::from_units(4_200), Size::from_units(1_000))]);
     let (closed, left, reopened) = ("KXTEST-CLOSED", "KXTEST-LEFT", "KXTEST-REOPENED");
+    let open_empty = "KXTEST-OPEN-EMPTY";
     let t = START_US;
+    let market = |ticker: &str, status: &str, close_time: Option<i64>| MarketRow {
+        ticker: ticker.to_owned(),
+        event_ticker: "KXTEST".to_owned(),
+        series_ticker: "KXTEST".to_owned(),
+        title: String::new(),
+        subtitle: String::new(),
+        status: status.to_owned(),
+        open_time: None,
+        close_time,
+        price_level_structure: String::new(),
+        price_ranges: "[]".to_owned(),
+        updated_at: t,
+    };
+    let markets = [
+        market(closed, "active", Some(t + 7_000)),
+        market(reopened, "closed", None),
+        market(left, "closed", None),
+        market(open_empty, "active", Some(t + 100 * HOUR)),
+    ];
+    let mut insert = client.insert::<MarketRow>("markets").await.unwrap();
+    for row in &markets {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
     let snapshots = vec![
+        snapshot_row(open_empty, t, 8, &Book::default()),
         snapshot_row(closed, t, 1, &bids),
         snapshot_row(closed, t + 10_000, 3, &Book::default()),
         snapshot_row(left, t, 4, &bids),
@@ -359,12 +386,17 @@ async fn a_closed_markets_empty_book_outlives_the_lookback() {
         seq: 3,
     };
     for later in [HOUR, 3 * HOUR, 30 * 24 * HOUR] {
-        let book = at(closed, t + later)
-            .await
-            .expect("the closed book is known");
+        let read = orderbook_at(&client, closed, t + later).await.unwrap();
+        let book = read.book.expect("the closed book is known");
         assert!(book.book.is_empty(), "{later}");
         assert_eq!(book.position, closed_position);
+        assert!(!read.in_gap);
     }
+    assert_eq!(
+        at(open_empty, t + 3 * HOUR).await,
+        None,
+        "an open market's empty book is not final"
+    );
     assert_eq!(at(left, t + 3 * HOUR).await, None, "bids left unrecorded");
     assert!(at(left, t + HOUR).await.is_some(), "within the lookback");
     let before_change = at(reopened, t + 3 * HOUR - 1).await.expect("still empty");
@@ -380,7 +412,7 @@ async fn a_closed_markets_empty_book_outlives_the_lookback() {
         interval_us: HOUR / 2,
         count: 16,
     };
-    for market in [closed, left, reopened] {
+    for market in [closed, left, reopened, open_empty] {
         let series = book_series(&client, market, instants)
             .await
             .expect("book_series");

@@ -430,9 +430,10 @@ struct NextDeltaRow {
 }
 
 /// The books at `instants` (ascending, Unix µs) that no snapshot within the lookback
-/// explains, where the market's latest snapshot, however old, left its book empty and no
-/// delta has come since: that empty book (a closed market's, whose recording ended on
-/// purpose; a market whose recording ended with a non-empty book has an open gap instead).
+/// explains, where the market's latest snapshot, however old, left its book empty, the
+/// market had closed by then (`markets`: a closed status or a close time at or before the
+/// snapshot), and no delta has come since: that empty book, the book Kalshi empties at a
+/// close. A market whose recording ended with bids left has an open gap instead.
 /// `None` elsewhere. Two small queries, made only for such instants.
 async fn books_left_empty(
     client: &clickhouse::Client,
@@ -449,6 +450,18 @@ async fn books_left_empty(
         .param("instants", instants)
         .fetch_all::<EmptySnapshotRow>()
         .await?;
+    if empty.is_empty() {
+        return Ok(books);
+    }
+    // Only a market known to be closed by then: an open market whose book was empty when
+    // its recording stopped (a crash not yet marked as a gap) is unknown, not empty.
+    let Some(stored) = super::markets::get_market(client, market).await? else {
+        return Ok(books);
+    };
+    let empty: Vec<EmptySnapshotRow> = empty
+        .into_iter()
+        .filter(|row| stored.meta.closed_by(row.ts_us))
+        .collect();
     if empty.is_empty() {
         return Ok(books);
     }

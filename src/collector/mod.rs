@@ -52,6 +52,11 @@ struct LastStored {
 /// snapshot of all, which covers every market that was trading (checkpoints come at least
 /// every 30 minutes) without scanning the whole history. No time filter against our own
 /// clock: the exchange's may be far from it (a replay of old traffic).
+///
+/// A market that had closed, whose last stored event is the empty book Kalshi sends at the
+/// close, is left out: its recording ended on purpose, and its final book stays exact (the
+/// same rule as `books_left_empty` in `clickhouse::orderbook`; the open statuses are those
+/// of `MarketMeta::is_open`).
 async fn last_stored(
     client: &clickhouse::Client,
 ) -> Result<Vec<(String, i64)>, clickhouse::error::Error> {
@@ -59,10 +64,18 @@ async fn last_stored(
         .query(
             "SELECT s.market AS market, \
                     toUnixTimestamp64Micro(greatest(s.last_ts, ifNull(d.last_ts, s.last_ts))) AS ts_us \
-             FROM (SELECT market, max(ts) AS last_ts FROM snapshots GROUP BY market) AS s \
+             FROM (SELECT market, max(ts) AS last_ts, \
+                          argMax(empty(yes_prices) AND empty(no_prices), (ts, conn, seq)) AS ends_empty \
+                   FROM snapshots GROUP BY market) AS s \
              LEFT JOIN (SELECT market, max(ts) AS last_ts FROM deltas \
                         WHERE ts >= (SELECT max(ts) FROM snapshots) - INTERVAL 3 HOUR \
                         GROUP BY market) AS d ON s.market = d.market \
+             LEFT JOIN (SELECT ticker, status, close_time FROM markets FINAL) AS m \
+                  ON s.market = m.ticker \
+             WHERE NOT (s.ends_empty \
+                        AND ifNull(d.last_ts <= s.last_ts, 1) \
+                        AND ifNull(m.status NOT IN ('active', 'open', 'initialized', 'unopened', 'inactive', 'paused', '') \
+                                   OR ifNull(m.close_time <= s.last_ts, 0), 0)) \
              SETTINGS join_use_nulls = 1",
         )
         .fetch_all::<LastStored>()

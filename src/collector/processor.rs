@@ -1175,6 +1175,10 @@ impl Processor {
             let refused = conn.sent.get(&id).cloned();
             match (code, refused) {
                 // Too many commands: send it again (same id, still pending) a second later.
+                // The subscription the error names is dead, whatever the command was.
+                (10 | 25, _) if ended.is_some() => {
+                    conn.pending.remove(&id);
+                }
                 (27, Some(command)) => {
                     conn.deferred
                         .push((self.last_received_us + 1_000_000, command));
@@ -1220,6 +1224,13 @@ impl Processor {
                         self.resubscribe_for_snapshots(&command);
                         return;
                     }
+                    // A refused trade or lifecycle subscription: ask again a second later.
+                    Some(pending @ Pending::Subscribe(Channel::Trade | Channel::Lifecycle)) => {
+                        conn.pending.insert(id, pending);
+                        conn.deferred
+                            .push((self.last_received_us + 1_000_000, command));
+                        return;
+                    }
                     _ => {}
                 },
                 (_, None) => {
@@ -1229,7 +1240,7 @@ impl Processor {
         }
         // A terminal error that names no subscription of ours may have ended any of them,
         // and nothing tells which: only a new connection makes every book known again.
-        if matches!(code, 10 | 25) && ended.is_none() {
+        if matches!(code, 10 | 25) && ended.is_none() && id.is_none() {
             conn.abandon.get_or_insert_with(|| {
                 format!("exchange error {code} ({message}) named no subscription")
             });
@@ -1275,7 +1286,10 @@ impl Processor {
                 shard.markets.remove(market);
             }
         }
-        conn.resync_at_us = Some(self.last_received_us + RESYNC_DELAY_US);
+        // The earlier of a resync already due and this one: refusals coming one after
+        // another must not keep postponing it.
+        let due = self.last_received_us + RESYNC_DELAY_US;
+        conn.resync_at_us = Some(conn.resync_at_us.map_or(due, |at| at.min(due)));
         for market in &refused {
             if let Some(state) = self.markets.get_mut(market) {
                 state.shard = None;
@@ -1314,7 +1328,10 @@ impl Processor {
         conn.next_command_id += 1;
         conn.pending
             .insert(id, Pending::Update(UpdateAction::DeleteMarkets));
-        conn.resync_at_us = Some(self.last_received_us + RESYNC_DELAY_US);
+        // The earlier of a resync already due and this one: refusals coming one after
+        // another must not keep postponing it.
+        let due = self.last_received_us + RESYNC_DELAY_US;
+        conn.resync_at_us = Some(conn.resync_at_us.map_or(due, |at| at.min(due)));
         self.commands.push(commands::update_subscription(
             id,
             sid,

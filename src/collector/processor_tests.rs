@@ -1002,6 +1002,12 @@ fn recorded_kalshi_traffic_replays_without_false_gaps_into_exact_books() {
 
 #[test]
 fn a_buffer_overflow_in_reply_to_a_command_ends_the_subscription_it_named() {
+    for with_sid in [false, true] {
+        buffer_overflow_in_reply_to_get_snapshot(with_sid);
+    }
+}
+
+fn buffer_overflow_in_reply_to_get_snapshot(with_sid: bool) {
     let mut p = connected();
     p.take_rows();
     send(
@@ -1011,11 +1017,11 @@ fn a_buffer_overflow_in_reply_to_a_command_ends_the_subscription_it_named() {
     );
     let sent = commands(&mut p);
     assert_eq!(sent[0]["params"]["sid"], 3);
-    send(
-        &mut p,
-        json!({"type": "error", "id": sent[0]["id"], "msg": {"code": 25, "msg": "Subscription buffer overflow"}}),
-        T0 + 150_000,
-    );
+    let mut error = json!({"type": "error", "id": sent[0]["id"], "msg": {"code": 25, "msg": "Subscription buffer overflow"}});
+    if with_sid {
+        error["sid"] = json!(3);
+    }
+    send(&mut p, error, T0 + 150_000);
     assert_eq!(p.book(B), None, "every market of sid 3 is unknown");
     let again = commands(&mut p);
     assert_eq!(again.len(), 1, "{again:?}");

@@ -29,4 +29,11 @@ impl MarketMeta {
             "active" | "open" | "initialized" | "unopened" | "inactive" | "paused" | ""
         )
     }
+
+    /// Whether the market had closed by `ts_us` (Unix µs): a closed status, or a close time
+    /// at or before it. Its book can no longer change after that.
+    #[must_use]
+    pub fn closed_by(&self, ts_us: i64) -> bool {
+        !self.is_open() || self.close_time_us.is_some_and(|close| close <= ts_us)
+    }
 }

@@ -76,8 +76,8 @@ impl Revocations {
         self.sender.subscribe()
     }
 
-    /// Listens on [`CHANNEL`] until `shutdown`, reconnecting with backoff; after each
-    /// reconnection it announces [`Revocation::Unknown`].
+    /// Listens on [`CHANNEL`] until `shutdown`, reconnecting with backoff; once listening
+    /// after any failed or lost connection it announces [`Revocation::Unknown`].
     pub fn spawn_listener(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move { this.listen(shutdown).await })
@@ -85,14 +85,17 @@ impl Revocations {
 
     async fn listen(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_secs(1);
-        let mut listened_before = false;
+        // Revocations made while nobody listened were not heard: once listening again (or
+        // at last, when the first attempt failed), every connection re-checks its key.
+        let mut may_have_missed = false;
         while !shutdown.is_cancelled() {
             let ended = self
-                .listen_once(&shutdown, &mut listened_before, &mut backoff)
+                .listen_once(&shutdown, &mut may_have_missed, &mut backoff)
                 .await;
             if shutdown.is_cancelled() {
                 return;
             }
+            may_have_missed = true;
             tracing::warn!(error = %ended, "not listening for API key revocations; retrying");
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -106,7 +109,7 @@ impl Revocations {
     async fn listen_once(
         &self,
         shutdown: &CancellationToken,
-        listened_before: &mut bool,
+        may_have_missed: &mut bool,
         backoff: &mut Duration,
     ) -> String {
         let (client, mut connection) = match self.config.connect(NoTls).await {
@@ -134,11 +137,9 @@ impl Revocations {
                 return error.to_string();
             }
             tracing::info!(channel = CHANNEL, "listening for API key revocations");
-            if *listened_before {
+            if std::mem::take(may_have_missed) {
                 let _ = self.sender.send(Revocation::Unknown);
             }
-            *listened_before = true;
-            *backoff = Duration::from_secs(1);
             self.listening.send_replace(true);
             metrics::gauge!("api_key_revocations_listening").set(1.0);
             let mut liveness = tokio::time::interval(LIVENESS_CHECK);
@@ -159,7 +160,8 @@ impl Revocations {
                     _ = liveness.tick() => {
                         let check = tokio::time::timeout(CONNECT_TIMEOUT, client.simple_query("SELECT 1"));
                         match check.await {
-                            Ok(Ok(_)) => {}
+                            // Up for a while: the next loss starts the backoff afresh.
+                            Ok(Ok(_)) => *backoff = Duration::from_secs(1),
                             Ok(Err(error)) => return error.to_string(),
                             Err(_) => return "no answer to the liveness check".to_owned(),
                         }
