@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use clickhouse::Row;
+use common::exchange::{
+    self, collector_config, reconnect_all, trade_for, wait_caught_up, wait_subscribed,
+};
 use common::{PrivateClickHouse, TestEnv};
 use kalshibook::clickhouse::book::book_at;
-use kalshibook::config::Config;
 use kalshibook::live::Bus;
-use kalshibook::sim::{MalformedKind, Sim, SimConfig, SimHandle};
+use kalshibook::sim::{MalformedKind, SimConfig, SimHandle};
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Row, Deserialize)]
@@ -37,61 +38,13 @@ async fn gaps(client: &clickhouse::Client) -> Vec<GapRow> {
         .expect("read feed_gaps")
 }
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
-
+/// The exchange of these tests: sent deltas are recorded, to check none is lost.
 async fn start_sim(markets: usize, events_per_sec: u32) -> (SimHandle, CancellationToken) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let sim = Sim::start(
-        SimConfig {
-            markets,
-            seed: 0x6b62,
-            events_per_sec,
-            sub_cent_pct: 40,
-            record_sent_deltas: true,
-            ..SimConfig::default()
-        },
-        listener,
-        shutdown.clone(),
-    )
-    .expect("start the simulator");
-    (sim, shutdown)
-}
-
-fn collector_config(env: &TestEnv, sim: &SimHandle) -> Config {
-    let mut config = env.config.clone();
-    config.kalshi.ws_url = sim.ws_url();
-    config.kalshi.rest_url = sim.rest_url();
-    config.spool_dir = std::env::temp_dir().join(format!("{}_spool", env.name));
-    // Small shards: a gap resynchronises only part of the markets.
-    config.collector.markets_per_subscription = 4;
-    config
-}
-
-/// Waits until the collector holds every active market of the simulator.
-async fn wait_subscribed(sim: &SimHandle) {
-    let wanted = sim.active_markets().len();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        sim.wait_until(|s| {
-            s.connection_ids()
-                .iter()
-                .any(|c| s.subscribed_markets(*c).len() >= wanted)
-        }),
-    )
+    exchange::start_sim(SimConfig {
+        record_sent_deltas: true,
+        ..exchange::sim_shape(markets, 0x6b62, events_per_sec)
+    })
     .await
-    .expect("the collector subscribes to every market");
-}
-
-/// Lets the exchange trade for a while, so there is history to compare. Pacing, not
-/// synchronisation: no assertion depends on how much happened meanwhile.
-async fn trade_for(duration: Duration) {
-    tokio::time::sleep(duration).await;
 }
 
 /// Pauses the exchange's activity, waits for the collector to catch up, resumes.
@@ -99,44 +52,6 @@ async fn settle(client: &clickhouse::Client, sim: &SimHandle) {
     sim.pause_generation();
     wait_caught_up(client, sim).await;
     sim.resume_generation();
-}
-
-/// Polls ClickHouse until the book it serves now equals the exchange's for every market
-/// (the collector has caught up and every gap has been resynchronised). The exchange must be
-/// paused, or "now" moves on.
-async fn wait_caught_up(client: &clickhouse::Client, sim: &SimHandle) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut behind = Vec::new();
-        for market in sim.markets() {
-            let stored = book_at(client, &market, now_us() + 60_000_000)
-                .await
-                .expect("book_at");
-            if stored.map(|b| b.book) != sim.book(&market) {
-                behind.push(market);
-            }
-        }
-        if behind.is_empty() {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            let market = &behind[0];
-            let stored = book_at(client, market, now_us() + 60_000_000)
-                .await
-                .expect("book_at");
-            let market_gaps: Vec<GapRow> = gaps(client)
-                .await
-                .into_iter()
-                .filter(|g| g.market == *market)
-                .collect();
-            panic!(
-                "the stored books never caught up with the exchange: {behind:?}\n\
-                 {market} stored: {stored:?}\nexchange: {:?}\ngaps: {market_gaps:?}",
-                sim.book(market)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Compares the book-at-T SQL with the exchange's truth at every millisecond in which a
@@ -278,7 +193,7 @@ async fn check_nothing_lost_or_doubled(client: &clickhouse::Client, sim: &SimHan
 async fn stored_books_equal_the_exchange_outside_recorded_gaps() {
     let env = TestEnv::migrated().await;
     let (sim, sim_shutdown) = start_sim(12, 400).await;
-    let config = collector_config(&env, &sim);
+    let config = collector_config(&env, &sim, 4);
     let shutdown = CancellationToken::new();
     let collector = kalshibook::collector::start(&config, Bus::default(), shutdown.clone())
         .await
@@ -299,11 +214,7 @@ async fn stored_books_equal_the_exchange_outside_recorded_gaps() {
     sim.send_malformed(MalformedKind::NegativeSize);
     settle(&client, &sim).await;
     trade_for(Duration::from_secs(2)).await;
-    let before = sim.connection_ids();
-    sim.disconnect_all();
-    sim.wait_until(|s| s.connection_ids().iter().any(|c| !before.contains(c)))
-        .await;
-    wait_subscribed(&sim).await;
+    reconnect_all(&sim).await;
     trade_for(Duration::from_secs(2)).await;
     let settled = sim.active_markets()[0].clone();
     sim.settle_market(&settled).expect("settle");
@@ -343,7 +254,7 @@ async fn a_clickhouse_outage_loses_nothing() {
     let env = TestEnv::new().await;
     let mut clickhouse = PrivateClickHouse::start(&env.name).await;
     let (sim, sim_shutdown) = start_sim(8, 300).await;
-    let mut config = collector_config(&env, &sim);
+    let mut config = collector_config(&env, &sim, 4);
     config.clickhouse.url = clickhouse.url();
     kalshibook::migrate::run(&config).await.expect("migrate");
     let client = kalshibook::clickhouse::client(&config.clickhouse);
@@ -390,7 +301,7 @@ async fn a_clickhouse_outage_loses_nothing() {
 async fn a_killed_collector_restarts_without_losing_or_doubling() {
     let env = TestEnv::migrated().await;
     let (sim, sim_shutdown) = start_sim(8, 300).await;
-    let config = collector_config(&env, &sim);
+    let config = collector_config(&env, &sim, 4);
     let mut vars: BTreeMap<String, String> = env.vars.clone().into_iter().collect();
     vars.insert("KALSHIBOOK_KALSHI_WS_URL".into(), sim.ws_url());
     vars.insert("KALSHIBOOK_KALSHI_REST_URL".into(), sim.rest_url());

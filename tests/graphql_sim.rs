@@ -14,15 +14,17 @@ use std::time::Duration;
 use api::{BOOK_FIELDS, TestServer, book_of, delta_position, micros, now_us, rfc3339};
 use clickhouse::Row;
 use common::TestEnv;
+use common::exchange::{
+    collector_config, reconnect_all, sim_shape, start_sim, trade_for, wait_caught_up,
+    wait_subscribed,
+};
 use kalshibook::clickhouse::book::book_at;
-use kalshibook::config::Config;
 use kalshibook::live::Bus;
-use kalshibook::sim::{Sim, SimConfig, SimHandle};
+use kalshibook::sim::SimHandle;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Row, Deserialize)]
@@ -65,48 +67,6 @@ struct Position {
     seq: u64,
 }
 
-async fn start_sim() -> (SimHandle, CancellationToken) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let sim = Sim::start(
-        SimConfig {
-            markets: 8,
-            seed: 0x6b62_a001,
-            events_per_sec: 300,
-            sub_cent_pct: 40,
-            record_sent_deltas: false,
-            ..SimConfig::default()
-        },
-        listener,
-        shutdown.clone(),
-    )
-    .expect("start the simulator");
-    (sim, shutdown)
-}
-
-fn collector_config(env: &TestEnv, sim: &SimHandle) -> Config {
-    let mut config = env.config.clone();
-    config.kalshi.ws_url = sim.ws_url();
-    config.kalshi.rest_url = sim.rest_url();
-    config.spool_dir = std::env::temp_dir().join(format!("{}_spool", env.name));
-    config.collector.markets_per_subscription = 4;
-    config
-}
-
-async fn wait_subscribed(sim: &SimHandle) {
-    let wanted = sim.active_markets().len();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        sim.wait_until(|s| {
-            s.connection_ids()
-                .iter()
-                .any(|c| s.subscribed_markets(*c).len() >= wanted)
-        }),
-    )
-    .await
-    .expect("the collector subscribes to every market");
-}
-
 /// Polls until the collector has stored `market`'s metadata: before that the API rightly
 /// answers `NOT_FOUND` for it.
 async fn wait_market_stored(client: &clickhouse::Client, market: &str) {
@@ -127,36 +87,6 @@ async fn wait_market_stored(client: &clickhouse::Client, market: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Polls until the stored book of every market equals the exchange's (the exchange must be
-/// paused): the collector has caught up and every gap is resynchronised.
-async fn wait_caught_up(client: &clickhouse::Client, sim: &SimHandle) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut behind = Vec::new();
-        for market in sim.markets() {
-            let stored = book_at(client, &market, now_us() + 60_000_000)
-                .await
-                .expect("book_at");
-            if stored.map(|b| b.book) != sim.book(&market) {
-                behind.push(market);
-            }
-        }
-        if behind.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stored books never caught up: {behind:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Pacing only: lets the exchange trade for a while. No assertion depends on how much.
-async fn trade_for(duration: Duration) {
-    tokio::time::sleep(duration).await;
 }
 
 const DELTAS_PAGE: &str = "query($t: String!, $from: DateTime!, $to: DateTime!, $after: String) {
@@ -202,8 +132,8 @@ async fn page_deltas(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_serves_the_exchange_books_and_deltas_recorded_by_the_collector() {
     let env = TestEnv::migrated().await;
-    let (sim, sim_shutdown) = start_sim().await;
-    let config = collector_config(&env, &sim);
+    let (sim, sim_shutdown) = start_sim(sim_shape(8, 0x6b62_a001, 300)).await;
+    let config = collector_config(&env, &sim, 4);
     let shutdown = CancellationToken::new();
     let collector = kalshibook::collector::start(&config, Bus::default(), shutdown.clone())
         .await
@@ -230,11 +160,7 @@ async fn the_api_serves_the_exchange_books_and_deltas_recorded_by_the_collector(
                 sim.step(400);
             }
             7 => {
-                let before = sim.connection_ids();
-                sim.disconnect_all();
-                sim.wait_until(|s| s.connection_ids().iter().any(|c| !before.contains(c)))
-                    .await;
-                wait_subscribed(&sim).await;
+                reconnect_all(&sim).await;
             }
             _ => {}
         }

@@ -13,15 +13,16 @@ use std::time::Duration;
 
 use api::{TestServer, codes, now_us, rfc3339};
 use common::TestEnv;
+use common::exchange::{
+    PATIENCE, collector_config, reconnect_all, sim_shape, start_sim, wait_subscribed,
+};
 use futures_util::{SinkExt, StreamExt};
 use kalshibook::accounts::Actor;
 use kalshibook::live::{Bus, FeedPosition, LiveEvent};
 use kalshibook::market::{Book, Price, Side, Size};
 use kalshibook::postgres::accounts::AccountStore;
 use kalshibook::server::AppState;
-use kalshibook::sim::{Sim, SimConfig, SimHandle};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -29,9 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Generous bound on any single wait: reaching it is a failure, never a synchronisation.
-const PATIENCE: Duration = Duration::from_secs(90);
 
 /// A graphql-transport-ws client written against the protocol text, not the server's code.
 struct Client {
@@ -292,37 +290,6 @@ async fn api_key(env: &TestEnv, email: &str) -> (AccountStore, String, uuid::Uui
     )
 }
 
-async fn start_sim() -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Sim::start(
-        SimConfig {
-            markets: 6,
-            seed: 0x6b62_11fe,
-            events_per_sec: 300,
-            sub_cent_pct: 40,
-            record_sent_deltas: false,
-            ..SimConfig::default()
-        },
-        listener,
-        CancellationToken::new(),
-    )
-    .expect("start the simulator")
-}
-
-async fn wait_subscribed(sim: &SimHandle) {
-    let wanted = sim.active_markets().len();
-    tokio::time::timeout(
-        PATIENCE,
-        sim.wait_until(|s| {
-            s.connection_ids()
-                .iter()
-                .any(|c| s.subscribed_markets(*c).len() >= wanted)
-        }),
-    )
-    .await
-    .expect("the collector subscribes to every market");
-}
-
 const BOOK: &str = "subscription($t: String!, $from: DateTime) {
   orderbook(ticker: $t, from: $from) {
     kind ticker at conn sid seq resync live
@@ -371,16 +338,12 @@ async fn read_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_and_replayed_books_equal_the_exchange_truth_across_the_seam() {
     let env = TestEnv::migrated().await;
-    let sim = start_sim().await;
+    let (sim, sim_shutdown) = start_sim(sim_shape(6, 0x6b62_11fe, 300)).await;
     // Replays start 10 minutes ago: before the collector started, so they replay all of its
     // history (the simulator has no clock offset to make older history) and cross the seam.
     let from = rfc3339(now_us() - 600_000_000);
     let bus = Bus::default();
-    let mut config = env.config.clone();
-    config.kalshi.ws_url = sim.ws_url();
-    config.kalshi.rest_url = sim.rest_url();
-    config.spool_dir = std::env::temp_dir().join(format!("{}_spool", env.name));
-    config.collector.markets_per_subscription = 3;
+    let config = collector_config(&env, &sim, 3);
     let collector_shutdown = CancellationToken::new();
     let collector = kalshibook::collector::start(&config, bus.clone(), collector_shutdown.clone())
         .await
@@ -420,11 +383,7 @@ async fn live_and_replayed_books_equal_the_exchange_truth_across_the_seam() {
     for checkpoint in 0..3 {
         if checkpoint == 1 {
             // An upstream reconnect: the stream must say so and re-snapshot, not jump.
-            let before = sim.connection_ids();
-            sim.disconnect_all();
-            sim.wait_until(|s| s.connection_ids().iter().any(|c| !before.contains(c)))
-                .await;
-            wait_subscribed(&sim).await;
+            reconnect_all(&sim).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await; // pacing only: let the market trade
         sim.pause_generation();
@@ -513,6 +472,7 @@ async fn live_and_replayed_books_equal_the_exchange_truth_across_the_seam() {
 
     collector_shutdown.cancel();
     collector.join().await;
+    sim_shutdown.cancel();
     server.stop().await;
     env.cleanup().await;
 }

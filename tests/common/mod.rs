@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod exchange;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
