@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::processor::{Processor, Stats};
 use super::writer::Writer;
-use crate::kalshi::parse::MarketInfo;
 use crate::kalshi::rest::{MarketFilter, RestClient};
 use crate::kalshi::signing::Signer;
 use crate::market::MarketMeta;
@@ -76,23 +75,6 @@ pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-/// Converts what REST discovery returns into the domain's market metadata.
-#[must_use]
-pub fn market_meta(info: MarketInfo) -> MarketMeta {
-    MarketMeta {
-        ticker: info.ticker,
-        event_ticker: info.event_ticker,
-        series_ticker: info.series_ticker,
-        title: info.title,
-        subtitle: info.subtitle,
-        status: info.status,
-        open_time_us: info.open_time_us,
-        close_time_us: info.close_time_us,
-        price_level_structure: info.price_level_structure,
-        price_ranges_json: info.price_ranges_json,
-    }
 }
 
 /// Runs discovery and the connection loop until `shutdown`; rows go to `writer`.
@@ -316,11 +298,7 @@ async fn discover_forever(
             Ok(markets) => {
                 retry = Duration::from_secs(1);
                 tracing::info!(markets = markets.len(), "discovered markets");
-                if out
-                    .send(markets.into_iter().map(market_meta).collect())
-                    .await
-                    .is_err()
-                {
+                if out.send(markets).await.is_err() {
                     return;
                 }
                 interval

@@ -10,8 +10,7 @@ pub mod signing;
 
 pub use commands::UpdateAction;
 pub use parse::{
-    Body, DeltaUpdate, Envelope, Frame, LifecycleUpdate, MarketInfo, ParseError, TradeUpdate,
-    parse_frame,
+    Body, DeltaUpdate, Envelope, Frame, LifecycleUpdate, ParseError, TradeUpdate, parse_frame,
 };
 pub use rest::{MarketFilter, RestClient, RestError, RetryPolicy};
 pub use signing::{SignatureError, SignedHeaders, Signer, verify};

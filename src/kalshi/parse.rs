@@ -1,5 +1,5 @@
 //! Pure conversion of Kalshi wire types (`messages`) into domain values: one text frame in,
-//! one [`Frame`] out; one REST market object in, one [`MarketInfo`] out. No I/O, no floats,
+//! one [`Frame`] out; one REST market object in, one [`MarketMeta`] out. No I/O, no floats,
 //! no panics on any input.
 
 use std::borrow::Cow;
@@ -13,7 +13,7 @@ use super::messages::{
     KalshiOkMsg, KalshiSnapshotMsg, KalshiSubscribedMsg, KalshiTradeMsg, Level, Listed, Loose,
     Mapped, MessageKind, read_frame,
 };
-use crate::market::{Book, Price, Side, Size};
+use crate::market::{Book, MarketMeta, Price, Side, Size};
 
 /// The envelope every server frame carries: its `type` and, when present and integral, the
 /// echoed command `id`, the subscription `sid` and the per-sid sequence number `seq`.
@@ -769,42 +769,19 @@ fn parse_error(msg: &KalshiErrorMsg<'_>) -> Result<Body, ParseError> {
 // REST
 // ---------------------------------------------------------------------------------------------
 
-/// A market as discovery needs it, from a REST `Market` object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MarketInfo {
-    pub ticker: String,
-    pub event_ticker: String,
-    /// The series; the `Market` object does not carry it, so it comes from the filter used
-    /// to list the market, or is empty.
-    pub series_ticker: String,
-    pub title: String,
-    /// `yes_sub_title` (falling back to the deprecated `subtitle`).
-    pub subtitle: String,
-    /// Response vocabulary: `initialized`, `inactive`, `active`, `closed`, `determined`,
-    /// `disputed`, `amended`, `finalized`.
-    pub status: String,
-    /// Unix microseconds.
-    pub open_time_us: Option<i64>,
-    /// Unix microseconds.
-    pub close_time_us: Option<i64>,
-    /// E.g. `linear_cent`, `deci_cent`, `tapered_deci_cent`; empty when absent.
-    pub price_level_structure: String,
-    /// `price_ranges` as compact JSON (`[{"end":"1.0000","start":"0.0000","step":"0.0100"}]`),
-    /// or `[]` when absent.
-    pub price_ranges_json: String,
-    /// The deprecated integer-cent `tick_size`, as a price, when present.
-    pub tick_size: Option<Price>,
-}
-
-/// Converts one REST `Market` object. Only `ticker` is required; other fields of an
-/// unexpected type read as empty.
+/// Converts one REST `Market` object into the market's metadata. Only `ticker` is required;
+/// other fields of an unexpected type read as empty. The series comes from the object's
+/// `series_ticker` when present, else from the filter used to list it (`series_ticker`).
+/// `price_ranges` are kept as compact JSON (`[{"end":"1.0000","start":"0.0000","step":"0.0100"}]`);
+/// an object without them but with the deprecated integer-cent `tick_size` gets the one
+/// range that tick implies, and one with neither gets `[]`.
 ///
 /// # Errors
 /// [`ParseError`] if `ticker` is missing or not a string.
 pub(crate) fn parse_market(
     market: &KalshiMarket<'_>,
     series_ticker: Option<&str>,
-) -> Result<MarketInfo, ParseError> {
+) -> Result<MarketMeta, ParseError> {
     fn string(value: &Option<Loose<'_>>) -> Option<String> {
         match value {
             Some(Loose::Text(text)) => Some(text.clone().into_owned()),
@@ -822,11 +799,23 @@ pub(crate) fn parse_market(
         .filter(|s| !s.is_empty())
         .or_else(|| string(&market.subtitle))
         .unwrap_or_default();
-    let tick_size = match &market.tick_size {
+    let legacy_tick = match &market.tick_size {
         Some(Loose::Int(cents @ 1..=100)) => price_cents("tick_size", &Loose::Int(*cents)).ok(),
         _ => None,
     };
-    Ok(MarketInfo {
+    let price_ranges_json = match (&market.price_ranges, legacy_tick) {
+        (Some(ranges @ serde_json::Value::Array(_)), _) => ranges.to_string(),
+        (_, Some(tick)) => serde_json::json!([
+            {
+                "start": Price::from_units(0).to_string(),
+                "end": Price::ONE_DOLLAR.to_string(),
+                "step": tick.to_string(),
+            }
+        ])
+        .to_string(),
+        _ => "[]".to_owned(),
+    };
+    Ok(MarketMeta {
         ticker: ticker.to_owned(),
         event_ticker: string(&market.event_ticker).unwrap_or_default(),
         series_ticker: string(&market.series_ticker)
@@ -838,11 +827,7 @@ pub(crate) fn parse_market(
         open_time_us: time_us(&market.open_time),
         close_time_us: time_us(&market.close_time),
         price_level_structure: string(&market.price_level_structure).unwrap_or_default(),
-        price_ranges_json: match &market.price_ranges {
-            Some(ranges @ serde_json::Value::Array(_)) => ranges.to_string(),
-            _ => "[]".to_owned(),
-        },
-        tick_size,
+        price_ranges_json,
     })
 }
 
@@ -1550,7 +1535,7 @@ mod tests {
         };
         assert_eq!(
             parse_market(&market, None).unwrap(),
-            MarketInfo {
+            MarketMeta {
                 ticker: "KXNCAAFGAME-26SEP19MSUND-ND".to_owned(),
                 event_ticker: "KXNCAAFGAME-26SEP19MSUND".to_owned(),
                 series_ticker: String::new(),
@@ -1563,7 +1548,6 @@ mod tests {
                 price_level_structure: "linear_cent".to_owned(),
                 price_ranges_json: r#"[{"end":"1.0000","start":"0.0000","step":"0.0100"}]"#
                     .to_owned(),
-                tick_size: None,
             }
         );
         let odd: KalshiMarketResponse<'_> = serde_json::from_str(
@@ -1578,7 +1562,17 @@ mod tests {
             (info.title.as_str(), info.series_ticker.as_str()),
             ("", "S")
         );
-        assert_eq!((info.open_time_us, info.tick_size), (None, None));
+        assert_eq!(info.open_time_us, None);
         assert_eq!(info.price_ranges_json, "[]");
+        // A legacy object with only the integer-cent tick: the one range it implies.
+        let legacy: KalshiMarketResponse<'_> =
+            serde_json::from_str(r#"{"market":{"ticker":"T","tick_size":1}}"#).unwrap();
+        let Mapped::Object(market) = legacy.market else {
+            panic!()
+        };
+        assert_eq!(
+            parse_market(&market, None).unwrap().price_ranges_json,
+            r#"[{"end":"1.0000","start":"0.0000","step":"0.0100"}]"#
+        );
     }
 }

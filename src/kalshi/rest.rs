@@ -8,8 +8,9 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 
 use super::messages::{KalshiMarketResponse, KalshiMarketsPage, Listed, Loose, Mapped};
-use super::parse::{MarketInfo, parse_market};
+use super::parse::parse_market;
 use super::signing::Signer;
+use crate::market::MarketMeta;
 
 /// The page size asked for: the maximum `GET /markets` allows.
 pub const MARKETS_PAGE_LIMIT: u32 = 1000;
@@ -169,7 +170,7 @@ impl RestClient {
     /// # Errors
     /// The first page that fails after retries ([`RestError::is_retriable`] tells whether a
     /// later call may succeed), an undecodable page, or a cursor that repeats.
-    pub async fn markets(&self, filter: &MarketFilter) -> Result<Vec<MarketInfo>, RestError> {
+    pub async fn markets(&self, filter: &MarketFilter) -> Result<Vec<MarketMeta>, RestError> {
         let url = self.url(&["markets"]);
         let limit = MARKETS_PAGE_LIMIT.to_string();
         let mut markets = Vec::new();
@@ -237,7 +238,7 @@ impl RestClient {
     ///
     /// # Errors
     /// As [`RestClient::markets`]; [`RestError::Decode`] if the market cannot be read.
-    pub async fn market(&self, ticker: &str) -> Result<MarketInfo, RestError> {
+    pub async fn market(&self, ticker: &str) -> Result<MarketMeta, RestError> {
         let url = self.url(&["markets", ticker]);
         let body = self.get(&url).await?;
         let decode = |message: String| RestError::Decode {
@@ -518,7 +519,6 @@ mod tests {
             first.price_ranges_json,
             r#"[{"end":"1.0000","start":"0.0000","step":"0.0100"}]"#
         );
-        assert_eq!(first.tick_size, Some(crate::market::Price::from_units(100)));
         // 2026-03-03T23:00:00Z and 2026-03-19T14:00:00Z.
         assert_eq!(first.open_time_us, Some(1_772_578_800_000_000));
         assert_eq!(first.close_time_us, Some(1_773_928_800_000_000));
