@@ -39,6 +39,8 @@ const SNAPSHOT_RETRY_US: i64 = 5_000_000;
 const SNAPSHOT_REQUESTS_BEFORE_RESUBSCRIBING: u8 = 2;
 const TRADE: &str = "trade";
 const LIFECYCLE: &str = "market_lifecycle_v2";
+/// The longest wait before asking again for a refused trade or lifecycle subscription, µs.
+const SIDE_CHANNEL_RETRY_MAX_US: i64 = 60_000_000;
 
 /// A map keyed by what the exchange names (market tickers, sids), looked up several times for
 /// every frame. The standard SipHash guards against keys chosen to collide; these keys come
@@ -320,6 +322,10 @@ struct Connection {
     sent: HashMap<u64, String>,
     /// Commands refused for the command rate (error 27), to resend at the receive time given.
     deferred: Vec<(i64, String)>,
+    /// How often Kalshi has refused the trade or lifecycle subscription on this connection:
+    /// each refusal doubles the wait before asking again (an exchange without the channel
+    /// is asked about once a minute, not every second).
+    side_channel_refusals: u32,
     /// When to bring the subscriptions in line with `wanted` again (after a refusal).
     resync_at_us: Option<i64>,
     /// Why this connection must be dropped and opened again, once asked.
@@ -465,6 +471,7 @@ impl Processor {
             clock_us: None,
             sent: HashMap::new(),
             deferred: Vec::new(),
+            side_channel_refusals: 0,
             resync_at_us: None,
             abandon: None,
         });
@@ -1224,11 +1231,15 @@ impl Processor {
                         self.resubscribe_for_snapshots(&command);
                         return;
                     }
-                    // A refused trade or lifecycle subscription: ask again a second later.
+                    // A refused trade or lifecycle subscription: ask again a second later, then
+                    // two, four, … up to a minute.
                     Some(pending @ Pending::Subscribe(Channel::Trade | Channel::Lifecycle)) => {
                         conn.pending.insert(id, pending);
+                        let wait_us = (1_000_000_i64 << conn.side_channel_refusals.min(6))
+                            .min(SIDE_CHANNEL_RETRY_MAX_US);
+                        conn.side_channel_refusals += 1;
                         conn.deferred
-                            .push((self.last_received_us + 1_000_000, command));
+                            .push((self.last_received_us + wait_us, command));
                         return;
                     }
                     _ => {}

@@ -557,6 +557,33 @@ fn commands_refused_for_rate_are_resent_and_oversized_subscriptions_split() {
 }
 
 #[test]
+fn a_refused_trade_subscription_is_asked_again_ever_less_often() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(vec![meta(A)], T0);
+    p.connect(T0);
+    let sent = commands(&mut p);
+    assert_eq!(sent[1]["params"]["channels"], json!(["trade"]));
+    // An exchange without the channel refuses it every time: asked again after 1 s, 2 s, 4 s.
+    let mut refused_at = T0 + 10;
+    for wait_us in [1_000_000, 2_000_000, 4_000_000] {
+        send(
+            &mut p,
+            json!({"type": "error", "id": 2, "msg": {"code": 8, "msg": "Unknown channel name"}}),
+            refused_at,
+        );
+        p.checkpoint(refused_at + wait_us - 100_000);
+        assert!(commands(&mut p).is_empty(), "not before {wait_us} µs");
+        p.checkpoint(refused_at + wait_us);
+        assert_eq!(
+            commands(&mut p),
+            vec![sent[1].clone()],
+            "after {wait_us} µs"
+        );
+        refused_at += wait_us + 10;
+    }
+}
+
+#[test]
 fn a_lost_first_frame_of_a_subscription_is_a_gap_and_asks_for_snapshots() {
     let mut p = subscribed_to(&[A, B]);
     // seq 1 (A's snapshot) never arrives; B's comes as seq 2.
