@@ -502,6 +502,33 @@ static LLMS_TXT: LazyLock<String> = LazyLock::new(|| {
     out
 });
 
+/// One operation of `/llms-full.txt`: its signature, description, arguments and examples.
+fn write_operation(out: &mut String, kind: &str, field: &FieldDefinition, examples: &[Example]) {
+    let name = field.name.node.as_str();
+    let _ = writeln!(out, "### {kind}{name}\n\n`{}`\n", signature(field));
+    let _ = writeln!(out, "{}\n", description(field.description.as_ref()));
+    if !field.arguments.is_empty() {
+        let _ = writeln!(out, "Arguments:");
+        for arg in &field.arguments {
+            let _ = writeln!(
+                out,
+                "- `{}` ({}): {}",
+                arg.node.name.node,
+                arg.node.ty.node,
+                description(arg.node.description.as_ref())
+            );
+        }
+        let _ = writeln!(out);
+    }
+    for example in examples.iter().filter(|e| e.field == name) {
+        let _ = writeln!(
+            out,
+            "Example — {}:\n\n```graphql\n{}\n```\n",
+            example.title, example.query
+        );
+    }
+}
+
 static LLMS_FULL_TXT: LazyLock<String> = LazyLock::new(|| {
     let parsed = Parsed::new();
     let mut out = String::new();
@@ -511,55 +538,11 @@ static LLMS_FULL_TXT: LazyLock<String> = LazyLock::new(|| {
     let _ = writeln!(out, "## Limits\n\n{}\n", limits_text());
     let _ = writeln!(out, "## Queries\n");
     for field in parsed.query_fields() {
-        let name = field.name.node.as_str();
-        let _ = writeln!(out, "### {name}\n\n`{}`\n", signature(field));
-        let _ = writeln!(out, "{}\n", description(field.description.as_ref()));
-        if !field.arguments.is_empty() {
-            let _ = writeln!(out, "Arguments:");
-            for arg in &field.arguments {
-                let _ = writeln!(
-                    out,
-                    "- `{}` ({}): {}",
-                    arg.node.name.node,
-                    arg.node.ty.node,
-                    description(arg.node.description.as_ref())
-                );
-            }
-            let _ = writeln!(out);
-        }
-        for example in EXAMPLES.iter().filter(|e| e.field == name) {
-            let _ = writeln!(
-                out,
-                "Example — {}:\n\n```graphql\n{}\n```\n",
-                example.title, example.query
-            );
-        }
+        write_operation(&mut out, "", field, EXAMPLES);
     }
     let _ = writeln!(out, "## Subscriptions (live, WebSocket)\n\n{LIVE_TEXT}\n");
     for field in parsed.subscription_fields() {
-        let name = field.name.node.as_str();
-        let _ = writeln!(out, "### subscription {name}\n\n`{}`\n", signature(field));
-        let _ = writeln!(out, "{}\n", description(field.description.as_ref()));
-        if !field.arguments.is_empty() {
-            let _ = writeln!(out, "Arguments:");
-            for arg in &field.arguments {
-                let _ = writeln!(
-                    out,
-                    "- `{}` ({}): {}",
-                    arg.node.name.node,
-                    arg.node.ty.node,
-                    description(arg.node.description.as_ref())
-                );
-            }
-            let _ = writeln!(out);
-        }
-        for example in SUBSCRIPTION_EXAMPLES.iter().filter(|e| e.field == name) {
-            let _ = writeln!(
-                out,
-                "Example — {}:\n\n```graphql\n{}\n```\n",
-                example.title, example.query
-            );
-        }
+        write_operation(&mut out, "subscription ", field, SUBSCRIPTION_EXAMPLES);
     }
     let _ = writeln!(out, "## Mutations\n");
     for field in parsed.object_fields("Mutation") {

@@ -108,15 +108,26 @@ async fn ensure_known(
     Ok(())
 }
 
+/// The engine's messages of the kind `pick` keeps (an engine in one mode yields one kind);
+/// errors pass through.
+fn messages_of<T: Send + 'static>(
+    engine: Engine,
+    pick: fn(Out) -> Option<T>,
+) -> impl Stream<Item = async_graphql::Result<T>> + Send + 'static {
+    engine.into_stream().filter_map(move |item| async move {
+        match item {
+            Ok(out) => pick(out).map(Ok),
+            Err(error) => Some(Err(error.into())),
+        }
+    })
+}
+
 fn book_messages(
     engine: Engine,
 ) -> impl Stream<Item = async_graphql::Result<BookUpdate>> + Send + 'static {
-    engine.into_stream().filter_map(|item| async move {
-        match item {
-            Ok(Out::Book(message)) => Some(Ok(message)),
-            Ok(_) => None,
-            Err(error) => Some(Err(error.into())),
-        }
+    messages_of(engine, |out| match out {
+        Out::Book(message) => Some(message),
+        _ => None,
     })
 }
 
@@ -267,12 +278,9 @@ impl SubscriptionRoot {
         #[graphql(desc = "The markets' tickers, 1 to 100 (case-sensitive).")] tickers: Vec<String>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<TradeUpdate>>> {
         let engine = start_plain(ctx, tickers, Mode::Trades).await?;
-        Ok(engine.into_stream().filter_map(|item| async move {
-            match item {
-                Ok(Out::Trade(message)) => Some(Ok(message)),
-                Ok(_) => None,
-                Err(error) => Some(Err(error.into())),
-            }
+        Ok(messages_of(engine, |out| match out {
+            Out::Trade(message) => Some(message),
+            _ => None,
         }))
     }
 
@@ -284,12 +292,9 @@ impl SubscriptionRoot {
         #[graphql(desc = "The markets' tickers, 1 to 100 (case-sensitive).")] tickers: Vec<String>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<MarketStatusUpdate>>> {
         let engine = start_plain(ctx, tickers, Mode::Status).await?;
-        Ok(engine.into_stream().filter_map(|item| async move {
-            match item {
-                Ok(Out::Status(message)) => Some(Ok(message)),
-                Ok(_) => None,
-                Err(error) => Some(Err(error.into())),
-            }
+        Ok(messages_of(engine, |out| match out {
+            Out::Status(message) => Some(message),
+            _ => None,
         }))
     }
 }
