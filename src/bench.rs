@@ -523,7 +523,7 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 const BENCH_ORDERBOOK: &str = "query($t: String!, $at: DateTime!, $depth: Int) {
   orderbook(ticker: $t, at: $at, depth: $depth) {
-    complete status seq lastUpdateAt yesBids { price size } noBids { price size }
+    complete status seq lastUpdateAt yes { price size } no { price size }
     bestYesBid bestNoBid yesAsk spread midpoint
   }
 }";
@@ -615,9 +615,9 @@ pub async fn query(config: &Config, args: &QueryArgs) -> anyhow::Result<()> {
                 .collect()
         };
         let got = crate::market::Book::from_levels(
-            levels("yesBids", crate::market::Side::Yes)?
+            levels("yes", crate::market::Side::Yes)?
                 .into_iter()
-                .chain(levels("noBids", crate::market::Side::No)?),
+                .chain(levels("no", crate::market::Side::No)?),
         );
         anyhow::ensure!(
             got == data.book_at(at),

@@ -344,9 +344,21 @@ async fn the_api_answers_exactly_from_recorded_rows() {
     // Depth truncation keeps the best levels, best first; the counts tell the full size.
     let answer = orderbook(&server, Some(T0), 2).await;
     assert_eq!(
-        answer["yesBids"],
+        answer["yes"],
         json!([{"price": "0.5500", "size": "300.00"}, {"price": "0.5200", "size": "200.00"}])
     );
+    // The older names answer the same.
+    let both = server
+        .data(
+            "query($t: String!, $at: DateTime) { orderbook(ticker: $t, at: $at, depth: 2) { \
+             yes { price size } no { price size } yesBids { price size } noBids { price size } } }",
+            json!({ "t": EXAMPLE_TICKER, "at": rfc3339(T0) }),
+        )
+        .await["orderbook"]
+        .clone();
+    assert_eq!(both["yes"], answer["yes"]);
+    assert_eq!(both["yesBids"], both["yes"]);
+    assert_eq!(both["noBids"], both["no"]);
     assert_eq!(answer["yesLevelCount"], 3);
     assert_eq!(answer["bestNoBid"], "0.4400");
     assert_eq!(answer["yesAsk"], "0.5600");
@@ -359,7 +371,7 @@ async fn the_api_answers_exactly_from_recorded_rows() {
         let answer = orderbook(&server, at, 10).await;
         assert_eq!(answer["status"], "NOT_RECORDED");
         assert_eq!(answer["complete"], false);
-        assert!(answer["yesBids"].is_null() && answer["costToBuy"].is_null());
+        assert!(answer["yes"].is_null() && answer["costToBuy"].is_null());
     }
     // An unknown ticker is NOT_FOUND; one with data but no metadata is known.
     let (_, body) = server
@@ -393,7 +405,7 @@ async fn the_api_answers_exactly_from_recorded_rows() {
 async fn check_deltas(server: &TestServer, seed: &Seed) {
     let query = "query($t: String!, $from: DateTime!, $to: DateTime!, $after: String) {
       deltas(ticker: $t, from: $from, to: $to, first: 7, after: $after) {
-        edges { cursor node { at receivedAt side price delta seq } }
+        edges { cursor node { ts receivedAt side price delta seq } }
         nodes { seq }
         pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
       }
@@ -427,7 +439,7 @@ async fn check_deltas(server: &TestServer, seed: &Seed) {
         .filter(|d| (from..to).contains(&d.ts))
         .map(|d| {
             json!({
-                "at": rfc3339(d.ts),
+                "ts": rfc3339(d.ts),
                 "receivedAt": rfc3339(d.ts_received),
                 "side": if d.side == 1 { "YES" } else { "NO" },
                 "price": Price::from_units(d.price).to_string(),
@@ -443,7 +455,7 @@ async fn check_deltas(server: &TestServer, seed: &Seed) {
 async fn check_trades(server: &TestServer, seed: &Seed) {
     let query = "query($after: String) {
       trades(ticker: \"KXEXAMPLE-26MAR01-B50\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", first: 50, after: $after) {
-        edges { cursor node { at tradeId yesPrice noPrice count takerSide isBlock } }
+        edges { cursor node { ts tradeId yesPrice noPrice count takerSide isBlock } }
         pageInfo { hasNextPage endCursor }
       }
     }";
@@ -468,7 +480,7 @@ async fn check_trades(server: &TestServer, seed: &Seed) {
         .map(|t| {
             let yes = Price::from_units(t.yes_price);
             json!({
-                "at": rfc3339(t.ts),
+                "ts": rfc3339(t.ts),
                 "tradeId": t.trade_id,
                 "yesPrice": yes.to_string(),
                 "noPrice": yes.complement().to_string(),
@@ -581,8 +593,8 @@ fn price_decimal(units: u32) -> String {
 }
 
 async fn check_candles(server: &TestServer, seed: &Seed) {
-    let query = "query($source: CandleSource!, $minutes: Int!) {
-      candles(ticker: \"KXEXAMPLE-26MAR01-B50\", from: \"2026-03-01T14:07:00Z\", to: \"2026-03-01T15:00:00Z\", intervalMinutes: $minutes, source: $source) {
+    let query = "query($source: CandleSource!, $interval: Interval!) {
+      candles(ticker: \"KXEXAMPLE-26MAR01-B50\", from: \"2026-03-01T14:07:00Z\", to: \"2026-03-01T15:00:00Z\", interval: $interval, source: $source) {
         start end open high low close volume count spreadLow spreadHigh spreadAverage
       }
     }";
@@ -598,8 +610,18 @@ async fn check_candles(server: &TestServer, seed: &Seed) {
         expected.entry(bucket(trade.ts)).or_default().push(trade);
     }
     let data = server
-        .data(query, json!({ "source": "TRADES", "minutes": minutes }))
+        .data(query, json!({ "source": "TRADES", "interval": "15m" }))
         .await;
+    // The deprecated form of the interval answers the same.
+    let legacy = server
+        .data(
+            "query($m: Int!) { candles(ticker: \"KXEXAMPLE-26MAR01-B50\", from: \"2026-03-01T14:07:00Z\", \
+             to: \"2026-03-01T15:00:00Z\", intervalMinutes: $m, source: TRADES) { \
+             start end open high low close volume count spreadLow spreadHigh spreadAverage } }",
+            json!({ "m": minutes }),
+        )
+        .await;
+    assert_eq!(legacy, data);
     let candles = data["candles"].as_array().unwrap();
     assert_eq!(candles.len(), expected.len());
     for (candle, (start, trades)) in candles.iter().zip(&expected) {
@@ -634,7 +656,10 @@ async fn check_candles(server: &TestServer, seed: &Seed) {
         expected.entry(bucket(top.ts)).or_default().push(top);
     }
     let data = server
-        .data(query, json!({ "source": "MIDPOINT", "minutes": minutes }))
+        .data(
+            query,
+            json!({ "source": "MIDPOINT", "interval": minutes * 60 }),
+        )
         .await;
     let candles = data["candles"].as_array().unwrap();
     assert_eq!(candles.len(), expected.len());
@@ -1065,28 +1090,28 @@ async fn bad_input_gets_structured_errors_never_a_panic() {
         Bad::Query(
             "interval zero",
             format!(
-                "{{ bookSnapshots(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", intervalSeconds: 0) {{ complete }} }}"
+                "{{ bookSnapshots(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", interval: 0) {{ complete }} }}"
             ),
             json!({}),
         ),
         Bad::Query(
             "too many instants",
             format!(
-                "{{ bookSnapshots(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", intervalSeconds: 1) {{ complete }} }}"
+                "{{ bookSnapshots(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", interval: \"1s\") {{ complete }} }}"
             ),
             json!({}),
         ),
         Bad::Query(
             "candle interval of a year",
             format!(
-                "{{ candles(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", intervalMinutes: 525600) {{ open }} }}"
+                "{{ candles(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", interval: \"365d\") {{ open }} }}"
             ),
             json!({}),
         ),
         Bad::Query(
             "too many candles",
             format!(
-                "{{ candles(ticker: \"{t}\", from: \"2026-01-01T00:00:00Z\", to: \"2026-03-01T00:00:00Z\", intervalMinutes: 1) {{ open }} }}"
+                "{{ candles(ticker: \"{t}\", from: \"2026-01-01T00:00:00Z\", to: \"2026-03-01T00:00:00Z\", interval: \"1m\") {{ open }} }}"
             ),
             json!({}),
         ),
@@ -1095,6 +1120,34 @@ async fn bad_input_gets_structured_errors_never_a_panic() {
             format!(
                 "{{ markets(search: \"{}\") {{ nodes {{ ticker }} }} }}",
                 "é".repeat(101)
+            ),
+            json!({}),
+        ),
+        Bad::Query(
+            "interval and its deprecated form together",
+            format!(
+                "{{ bookSnapshots(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", interval: 60, intervalSeconds: 60) {{ complete }} }}"
+            ),
+            json!({}),
+        ),
+        Bad::Query(
+            "no interval at all",
+            format!(
+                "{{ candles(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\") {{ open }} }}"
+            ),
+            json!({}),
+        ),
+        Bad::Query(
+            "candle interval not in whole minutes",
+            format!(
+                "{{ candles(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", interval: 90) {{ open }} }}"
+            ),
+            json!({}),
+        ),
+        Bad::Query(
+            "interval in months",
+            format!(
+                "{{ candles(ticker: \"{t}\", from: \"2026-03-01T14:00:00Z\", to: \"2026-03-01T15:00:00Z\", interval: \"P1M\") {{ open }} }}"
             ),
             json!({}),
         ),

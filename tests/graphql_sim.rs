@@ -91,7 +91,7 @@ async fn wait_market_stored(client: &clickhouse::Client, market: &str) {
 
 const DELTAS_PAGE: &str = "query($t: String!, $from: DateTime!, $to: DateTime!, $after: String) {
   deltas(ticker: $t, from: $from, to: $to, first: 37, after: $after) {
-    edges { cursor node { at side price delta seq } }
+    edges { cursor node { ts side price delta seq } }
     pageInfo { hasNextPage endCursor startCursor }
   }
 }";
@@ -116,7 +116,7 @@ async fn page_deltas(
         let edges = page["edges"].as_array().expect("edges");
         for edge in edges {
             let position = delta_position(edge["cursor"].as_str().unwrap());
-            assert_eq!(micros(&edge["node"]["at"]), position.0);
+            assert_eq!(micros(&edge["node"]["ts"]), position.0);
             assert_eq!(edge["node"]["seq"].as_u64(), Some(position.2));
             positions.push(position);
         }
@@ -288,7 +288,7 @@ async fn compare_books(server: &TestServer, client: &clickhouse::Client, sim: &S
             if sql.is_none() {
                 assert_eq!(answer["status"], "NOT_RECORDED");
                 assert!(!complete);
-                assert!(answer["yesBids"].is_null());
+                assert!(answer["yes"].is_null());
                 not_recorded += 1;
                 continue;
             }
@@ -323,7 +323,7 @@ fn check_top_of_book(answer: &Value) {
             .as_str()
             .map(|p| p.parse::<kalshibook::market::Price>().unwrap().units())
     };
-    let (yes, no) = (best("yesBids"), best("noBids"));
+    let (yes, no) = (best("yes"), best("no"));
     assert_eq!(
         answer["bestYesBid"]
             .as_str()
@@ -354,8 +354,8 @@ fn check_top_of_book(answer: &Value) {
     }
 }
 
-const SNAPSHOTS: &str = "query($t: String!, $from: DateTime!, $to: DateTime!, $every: Int!) {
-  bookSnapshots(ticker: $t, from: $from, to: $to, intervalSeconds: $every, depth: 1000) { BOOK }
+const SNAPSHOTS: &str = "query($t: String!, $from: DateTime!, $to: DateTime!, $every: Interval!) {
+  bookSnapshots(ticker: $t, from: $from, to: $to, interval: $every, depth: 1000) { BOOK }
 }";
 
 /// `bookSnapshots` (one query) equals `orderbook` called at each of its instants.

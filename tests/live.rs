@@ -203,7 +203,7 @@ impl ClientBook {
                     self.resyncs += 1;
                 }
                 let mut book = BTreeMap::new();
-                for (key, s) in [("yesBids", Side::Yes), ("noBids", Side::No)] {
+                for (key, s) in [("yes", Side::Yes), ("no", Side::No)] {
                     for level in update[key].as_array().expect("levels") {
                         let price: Price = level["price"].as_str().unwrap().parse().unwrap();
                         let size: Size = level["size"].as_str().unwrap().parse().unwrap();
@@ -293,7 +293,7 @@ async fn api_key(env: &TestEnv, email: &str) -> (AccountStore, String, uuid::Uui
 const BOOK: &str = "subscription($t: String!, $from: DateTime) {
   orderbook(ticker: $t, from: $from) {
     kind ticker at conn sid seq resync live
-    yesBids { price size } noBids { price size }
+    yes { price size } no { price size }
     changes { side price delta }
   }
 }";
@@ -301,7 +301,7 @@ const BOOK: &str = "subscription($t: String!, $from: DateTime) {
 const DELTAS: &str = "subscription($ts: [String!]!, $from: DateTime) {
   deltas(tickers: $ts, from: $from) {
     kind ticker at conn sid seq resync live
-    yesBids { price size } noBids { price size }
+    yes { price size } no { price size }
     changes { side price delta }
   }
 }";

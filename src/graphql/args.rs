@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::ApiError;
 use super::limits;
-use super::scalars::DateTimeScalar;
+use super::scalars::{DateTimeScalar, IntervalScalar};
 use crate::clickhouse::events::TimeRange;
 
 /// A ticker as Kalshi writes them: 1–64 ASCII letters, digits, `-`, `_` or `.`.
@@ -97,6 +97,35 @@ pub fn range(
         from_us: from.0,
         to_us: to.0,
     })
+}
+
+/// The `interval` argument in µs, or the deprecated argument it replaced (`legacy_name`,
+/// counted in units of `legacy_unit_us`): exactly one of the two.
+///
+/// # Errors
+/// [`ApiError::BadInput`] when both or neither are given, or the legacy one is below 1.
+pub fn interval(
+    interval: Option<IntervalScalar>,
+    legacy: Option<i32>,
+    legacy_name: &'static str,
+    legacy_unit_us: i64,
+) -> Result<i64, ApiError> {
+    match (interval, legacy) {
+        (Some(interval), None) => Ok(interval.0),
+        (None, Some(count)) if count >= 1 => Ok(i64::from(count) * legacy_unit_us),
+        (None, Some(_)) => Err(ApiError::bad_input(
+            legacy_name,
+            format!("{legacy_name} must be at least 1"),
+        )),
+        (Some(_), Some(_)) => Err(ApiError::bad_input(
+            "interval",
+            format!("give interval only ({legacy_name} is its deprecated older form)"),
+        )),
+        (None, None) => Err(ApiError::bad_input(
+            "interval",
+            "interval is required: seconds as an integer (60) or a string such as \"1m\", \"1h\", \"PT1M\"",
+        )),
+    }
 }
 
 /// A duration in the largest whole unit that fits, e.g. "31 days", "2 hours", "90 s".

@@ -12,7 +12,7 @@ use async_graphql::{InputType, Name, Positioned, Value, Variables};
 
 use super::error::ApiError;
 use super::limits;
-use super::scalars::DateTimeScalar;
+use super::scalars::{DateTimeScalar, IntervalScalar};
 use crate::accounts::{Credits, Operation, price};
 
 /// What a request will do, as far as access and credits are concerned.
@@ -212,14 +212,19 @@ impl Pricer<'_> {
     fn snapshot_instants(&self, field: &async_graphql::parser::types::Field) -> usize {
         let from = self.argument::<DateTimeScalar>(field, "from");
         let to = self.argument::<DateTimeScalar>(field, "to");
-        let interval = self.argument::<i32>(field, "intervalSeconds");
-        let (Some(from), Some(to), Some(interval)) = (from, to, interval) else {
+        let interval_us = super::args::interval(
+            self.argument::<IntervalScalar>(field, "interval"),
+            self.argument::<i32>(field, "intervalSeconds"),
+            "intervalSeconds",
+            1_000_000,
+        )
+        .ok();
+        let (Some(from), Some(to), Some(interval_us)) = (from, to, interval_us) else {
             return 1;
         };
-        if interval < 1 || to.0 <= from.0 {
+        if interval_us < 1_000 || to.0 <= from.0 {
             return 1;
         }
-        let interval_us = i64::from(interval) * 1_000_000;
         let count = (to.0 - from.0).saturating_add(interval_us - 1) / interval_us;
         if (1..=limits::MAX_SNAPSHOT_INSTANTS).contains(&count) {
             usize::try_from(count).unwrap_or(1)
@@ -336,6 +341,20 @@ mod tests {
         assert_eq!(cost_of(query, vars).0, 6 * 5);
         let bad = "{ bookSnapshots(ticker: \"X\", from: \"2026-01-01T00:00:00Z\", to: \"2026-01-01T01:00:00Z\", intervalSeconds: 0) { seq } }";
         assert_eq!(cost_of(bad, serde_json::json!({})).0, 5);
+        // `interval` in any of its forms, from a variable or written in the query.
+        for interval in [
+            serde_json::json!(600),
+            serde_json::json!("10m"),
+            serde_json::json!("PT10M"),
+        ] {
+            let query = "query($i: Interval) { bookSnapshots(ticker: \"X\", from: \"2026-01-01T00:00:00Z\", to: \"2026-01-01T01:00:00Z\", interval: $i) { seq } }";
+            assert_eq!(
+                cost_of(query, serde_json::json!({ "i": interval })).0,
+                6 * 5
+            );
+        }
+        let written = "{ bookSnapshots(ticker: \"X\", from: \"2026-01-01T00:00:00Z\", to: \"2026-01-01T01:00:00Z\", interval: \"15m\") { seq } }";
+        assert_eq!(cost_of(written, serde_json::json!({})).0, 4 * 5);
     }
 
     #[test]

@@ -70,8 +70,8 @@ pub const EXAMPLES: &[Example] = &[
         query: r#"{
   orderbook(ticker: "KXEXAMPLE-26MAR01-B50", at: "2026-03-01T14:30:00Z", depth: 5) {
     at complete status seq lastUpdateAt
-    yesBids { price size }
-    noBids { price size }
+    yes { price size }
+    no { price size }
     bestYesBid bestNoBid yesAsk noAsk spread midpoint
     depthNearTop(within: "0.05") { yesBidSize noBidSize imbalance }
     costToBuy(side: YES, size: "100") { filled amount averagePrice worstPrice slippage complete }
@@ -84,9 +84,9 @@ pub const EXAMPLES: &[Example] = &[
         title: "The book every 10 minutes over an hour, in one request",
         query: r#"{
   bookSnapshots(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
-                to: "2026-03-01T15:00:00Z", intervalSeconds: 600, depth: 3) {
+                to: "2026-03-01T15:00:00Z", interval: "10m", depth: 3) {
     at complete bestYesBid yesAsk midpoint
-    yesBids { price size }
+    yes { price size }
   }
 }"#,
     },
@@ -96,7 +96,7 @@ pub const EXAMPLES: &[Example] = &[
         query: r#"{
   deltas(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
          to: "2026-03-01T15:00:00Z", first: 3) {
-    edges { cursor node { at receivedAt side price delta seq } }
+    edges { cursor node { ts receivedAt side price delta seq } }
     pageInfo { hasNextPage endCursor }
   }
 }"#,
@@ -107,7 +107,7 @@ pub const EXAMPLES: &[Example] = &[
         query: r#"{
   trades(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
          to: "2026-03-01T15:00:00Z", first: 3) {
-    nodes { at tradeId yesPrice noPrice count takerSide }
+    nodes { ts tradeId yesPrice noPrice count takerSide }
     pageInfo { hasNextPage endCursor }
   }
 }"#,
@@ -138,11 +138,11 @@ pub const EXAMPLES: &[Example] = &[
         title: "15-minute trade candles and midpoint candles",
         query: r#"{
   trades: candles(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
-                  to: "2026-03-01T15:00:00Z", intervalMinutes: 15, source: TRADES) {
+                  to: "2026-03-01T15:00:00Z", interval: "15m", source: TRADES) {
     start open high low close volume count
   }
   quotes: candles(ticker: "KXEXAMPLE-26MAR01-B50", from: "2026-03-01T14:00:00Z",
-                  to: "2026-03-01T15:00:00Z", intervalMinutes: 15, source: MIDPOINT) {
+                  to: "2026-03-01T15:00:00Z", interval: "15m", source: MIDPOINT) {
     start open close spreadLow spreadHigh spreadAverage
   }
 }"#,

@@ -12,7 +12,7 @@ use super::cursor;
 use super::error::ApiError;
 use super::limits;
 use super::now_us;
-use super::scalars::{DateTimeScalar, DecimalScalar, SizeScalar};
+use super::scalars::{DateTimeScalar, DecimalScalar, IntervalScalar, SizeScalar};
 use super::types::{
     Candle, CandleSource, CoverageView, Delta, DeltaConnection, DeltaEdge, FeedGap, Limits, Market,
     MarketConnection, MarketEdge, OrderBook, PageInfo, Trade, TradeConnection, TradeEdge,
@@ -146,14 +146,22 @@ impl QueryRoot {
     /// before `to`, computed in one database query (each book equals `orderbook(at:)` at
     /// its instant). At most 1000 instants spanning at most 7 days.
     #[graphql(complexity = "crate::graphql::limits::COST_BOOK_SNAPSHOTS + child_complexity")]
+    #[allow(clippy::too_many_arguments)] // one per GraphQL argument
     async fn book_snapshots(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The market's ticker (case-sensitive).")] ticker: String,
         #[graphql(desc = "The first instant.")] from: DateTimeScalar,
         #[graphql(desc = "Instants stop before this (exclusive).")] to: DateTimeScalar,
-        #[graphql(desc = "Seconds between instants, ≥ 1, e.g. 60 for one book a minute.")]
-        interval_seconds: i32,
+        #[graphql(
+            desc = "Time between instants (required): seconds as an integer (60) or a string such as \"15s\", \"1m\", \"1h\", \"PT1M\"; at least 1 ms."
+        )]
+        interval: Option<IntervalScalar>,
+        #[graphql(
+            deprecation = "Use `interval` (60, or 1m as a string).",
+            desc = "Seconds between instants; the older form of `interval`."
+        )]
+        interval_seconds: Option<i32>,
         #[graphql(
             default = 10,
             desc = "Levels per side returned in each book, 1 to 1000."
@@ -163,20 +171,16 @@ impl QueryRoot {
         let ticker = args::ticker(&ticker)?;
         let depth = args::depth(depth.unwrap_or(limits::DEFAULT_BOOK_DEPTH))?;
         let range = args::range(from, to, limits::MAX_SNAPSHOTS_RANGE)?;
-        if interval_seconds < 1 {
-            return Err(ApiError::bad_input(
-                "intervalSeconds",
-                "intervalSeconds must be at least 1",
-            )
-            .into());
+        let interval_us = args::interval(interval, interval_seconds, "intervalSeconds", 1_000_000)?;
+        if interval_us < 1_000 {
+            return Err(ApiError::bad_input("interval", "interval must be at least 1 ms").into());
         }
-        let interval_us = i64::from(interval_seconds) * 1_000_000;
         let count = (range.to_us - range.from_us + interval_us - 1) / interval_us;
         if count > limits::MAX_SNAPSHOT_INSTANTS {
             return Err(ApiError::bad_input(
-                "intervalSeconds",
+                "interval",
                 format!(
-                    "[from, to) at this interval holds {count} instants, more than the limit of {}; widen intervalSeconds or shorten the range",
+                    "[from, to) at this interval holds {count} instants, more than the limit of {}; widen the interval or shorten the range",
                     limits::MAX_SNAPSHOT_INSTANTS
                 ),
             )
@@ -452,6 +456,7 @@ impl QueryRoot {
     /// start at multiples of the interval since the Unix epoch (UTC; `from` is rounded down
     /// to one); buckets without activity are omitted. At most 1000 candles per call.
     #[graphql(complexity = "crate::graphql::limits::COST_CANDLES + child_complexity")]
+    #[allow(clippy::too_many_arguments)] // one per GraphQL argument
     async fn candles(
         &self,
         ctx: &Context<'_>,
@@ -459,9 +464,14 @@ impl QueryRoot {
         #[graphql(desc = "Start of the range (inclusive).")] from: DateTimeScalar,
         #[graphql(desc = "End of the range (exclusive).")] to: DateTimeScalar,
         #[graphql(
-            desc = "Minutes per candle, 1 to 10080 (a week), e.g. 1, 5, 60, 1440 (a UTC day)."
+            desc = "Length of each candle (required), whole minutes from 1 minute to 1 week: seconds as an integer (60, 300, 3600) or a string such as \"1m\", \"5m\", \"1h\", \"1d\", \"PT5M\"."
         )]
-        interval_minutes: i32,
+        interval: Option<IntervalScalar>,
+        #[graphql(
+            deprecation = "Use `interval` (5m as a string, or 300).",
+            desc = "Minutes per candle; the older form of `interval`."
+        )]
+        interval_minutes: Option<i32>,
         #[graphql(
             default_with = "Some(CandleSource::Trades)",
             desc = "What to summarise: TRADES (default) or MIDPOINT."
@@ -469,17 +479,23 @@ impl QueryRoot {
         source: Option<CandleSource>,
     ) -> async_graphql::Result<Vec<Candle>> {
         let ticker = args::ticker(&ticker)?;
-        if !(1..=limits::MAX_CANDLE_MINUTES).contains(&interval_minutes) {
+        let interval_us =
+            args::interval(interval, interval_minutes, "intervalMinutes", 60_000_000)?;
+        let minute_us = 60_000_000;
+        if interval_us % minute_us != 0
+            || !(1..=i64::from(limits::MAX_CANDLE_MINUTES)).contains(&(interval_us / minute_us))
+        {
             return Err(ApiError::bad_input(
-                "intervalMinutes",
+                "interval",
                 format!(
-                    "intervalMinutes must be between 1 and {} (got {interval_minutes})",
+                    "a candle's interval must be a whole number of minutes from 1 minute to {} minutes (a week), e.g. \"1m\", \"5m\", \"1h\" or 300",
                     limits::MAX_CANDLE_MINUTES
                 ),
             )
             .into());
         }
-        let interval_s = i64::from(interval_minutes) * 60;
+        let interval_s = interval_us / 1_000_000;
+        let interval_minutes = interval_s / 60;
         let max_range =
             std::time::Duration::from_secs((limits::MAX_CANDLES as u64) * interval_s as u64);
         let range = args::range(from, to, max_range).map_err(|_| {

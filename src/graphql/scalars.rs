@@ -307,9 +307,138 @@ pub fn parse_rfc3339_us(text: &str) -> Result<i64, String> {
     Ok(us)
 }
 
+/// A length of time, as input for `interval` arguments; held in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntervalScalar(pub i64);
+
+/// A length of time: an integer number of seconds (60), or a string with units ("15s", "1m",
+/// "5m", "1h", "1h 30m", "1d", "1w"; "m" is minutes) or in ISO 8601 ("PT1M", "PT15S", "P1D").
+#[Scalar(name = "Interval")]
+impl ScalarType for IntervalScalar {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        const HOW: &str = "write seconds as an integer (60) or a string such as \"15s\", \"1m\", \"1h\", \"1d\" or \"PT1M\"";
+        let us = match &value {
+            Value::Number(number) => number
+                .as_i64()
+                .and_then(|seconds| seconds.checked_mul(1_000_000))
+                .ok_or_else(|| format!("invalid Interval {number}: not a whole number of seconds")),
+            Value::String(text) => parse_interval_us(text)
+                .map_err(|reason| format!("invalid Interval {text:?}: {reason}")),
+            _ => Err("an Interval is a number of seconds or a string".to_owned()),
+        };
+        match us {
+            Ok(us) if us > 0 => Ok(Self(us)),
+            Ok(_) => Err(InputValueError::custom(format!(
+                "an Interval must be longer than zero; {HOW}"
+            ))),
+            Err(reason) => Err(InputValueError::custom(format!("{reason}; {HOW}"))),
+        }
+    }
+
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::Number(_) | Value::String(_))
+    }
+
+    fn to_value(&self) -> Value {
+        let duration = std::time::Duration::from_micros(self.0.unsigned_abs());
+        Value::String(humantime::format_duration(duration).to_string())
+    }
+}
+
+/// Parses "90", "15s", "1m", "1h 30m", "1d" (humantime's units) or ISO 8601 "PT1M30S",
+/// "P1DT12H", "P1W" into microseconds.
+fn parse_interval_us(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return seconds
+            .checked_mul(1_000_000)
+            .ok_or_else(|| "too long".to_owned());
+    }
+    let written = match text.strip_prefix(['P', 'p']) {
+        Some(iso) => iso_8601_as_units(iso)?,
+        None => text.to_owned(),
+    };
+    let duration = humantime::parse_duration(&written).map_err(|e| e.to_string())?;
+    i64::try_from(duration.as_micros()).map_err(|_| "too long".to_owned())
+}
+
+/// The part of an ISO 8601 duration after "P" in humantime's units: "T1M30S" → "1m 30s".
+/// Years and months have no fixed length and are refused.
+fn iso_8601_as_units(iso: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut number = String::new();
+    let mut in_time = false;
+    let mut time_parts = 0;
+    for c in iso.chars() {
+        match c.to_ascii_uppercase() {
+            'T' if !in_time && number.is_empty() => in_time = true,
+            d if d.is_ascii_digit() || d == '.' => number.push(d),
+            unit => {
+                let unit = match (in_time, unit) {
+                    (false, 'W') => "w",
+                    (false, 'D') => "d",
+                    (true, 'H') => "h",
+                    (true, 'M') => "m",
+                    (true, 'S') => "s",
+                    (false, 'Y' | 'M') => {
+                        return Err("years and months have no fixed length".into());
+                    }
+                    _ => return Err(format!("unexpected {c:?} in an ISO 8601 duration")),
+                };
+                if number.is_empty() {
+                    return Err(format!("no number before {c:?}"));
+                }
+                out.push_str(&number);
+                out.push_str(unit);
+                out.push(' ');
+                number.clear();
+                time_parts += usize::from(in_time);
+            }
+        }
+    }
+    if !number.is_empty() || out.is_empty() || (in_time && time_parts == 0) {
+        return Err("incomplete ISO 8601 duration".into());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_read_seconds_units_and_iso_8601() {
+        let us = |value: Value| IntervalScalar::parse(value).map(|i| i.0);
+        assert_eq!(us(Value::from(60)).unwrap(), 60_000_000);
+        for (text, seconds) in [
+            ("60", 60),
+            ("15s", 15),
+            ("1m", 60),
+            ("5m", 300),
+            ("1h 30m", 5_400),
+            ("1d", 86_400),
+            ("1w", 604_800),
+            ("PT1M", 60),
+            ("PT1M30S", 90),
+            ("P1DT12H", 129_600),
+            ("pt15s", 15),
+        ] {
+            assert_eq!(
+                us(Value::from(text)).unwrap(),
+                seconds * 1_000_000,
+                "{text}"
+            );
+        }
+        for bad in ["", "0", "-5", "1x", "P1M", "PT", "P1DT", "soon", "PT1H2"] {
+            let error = us(Value::from(bad))
+                .unwrap_err()
+                .into_server_error(Default::default());
+            assert!(error.message.contains("\"1m\""), "{bad}: {}", error.message);
+        }
+        assert!(us(Value::from(0)).is_err());
+        assert!(us(Value::Boolean(true)).is_err());
+        assert_eq!(IntervalScalar(90_000_000).to_value(), Value::from("1m 30s"));
+    }
 
     #[test]
     fn rfc3339_round_trips_in_utc_with_microseconds() {

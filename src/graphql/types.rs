@@ -70,7 +70,7 @@ pub enum BookStatus {
 
 /// One price level of a bid ladder.
 #[derive(SimpleObject, Clone, Copy, Debug)]
-pub struct Level {
+pub struct PriceLevel {
     /// The bid price in dollars.
     pub price: PriceScalar,
     /// Contracts resting at that price.
@@ -108,13 +108,13 @@ impl OrderBook {
         self.book.as_ref().map(|b| &b.book)
     }
 
-    fn ladder(&self, side: Side) -> Option<Vec<Level>> {
+    fn ladder(&self, side: Side) -> Option<Vec<PriceLevel>> {
         self.book().map(|book| {
             book.ladder(side)
                 .iter()
                 .rev()
                 .take(self.depth)
-                .map(|(price, size)| Level {
+                .map(|(price, size)| PriceLevel {
                     price: PriceScalar(*price),
                     size: SizeScalar(*size),
                 })
@@ -172,24 +172,36 @@ impl OrderBook {
         self.book.as_ref().map(|b| b.position.seq)
     }
 
-    /// YES bids, best (highest price) first, at most `depth` levels; null when the book is
-    /// unknown, empty when nobody bids.
-    async fn yes_bids(&self) -> Option<Vec<Level>> {
+    /// The YES bids, best (highest price) first, at most `depth` levels; null when the book
+    /// is unknown, empty when nobody bids. (A YES bid at p is a NO offer at $1 − p.)
+    async fn yes(&self) -> Option<Vec<PriceLevel>> {
         self.ladder(Side::Yes)
     }
 
-    /// NO bids, best (highest price) first, at most `depth` levels; null when the book is
-    /// unknown, empty when nobody bids.
-    async fn no_bids(&self) -> Option<Vec<Level>> {
+    /// The NO bids, best (highest price) first, at most `depth` levels; null when the book
+    /// is unknown, empty when nobody bids. (A NO bid at p is a YES offer at $1 − p.)
+    async fn no(&self) -> Option<Vec<PriceLevel>> {
         self.ladder(Side::No)
     }
 
-    /// Number of YES bid levels in the whole book (`yesBids` may show fewer: `depth`).
+    /// The same as `yes`.
+    #[graphql(deprecation = "Use `yes`.")]
+    async fn yes_bids(&self) -> Option<Vec<PriceLevel>> {
+        self.ladder(Side::Yes)
+    }
+
+    /// The same as `no`.
+    #[graphql(deprecation = "Use `no`.")]
+    async fn no_bids(&self) -> Option<Vec<PriceLevel>> {
+        self.ladder(Side::No)
+    }
+
+    /// Number of YES bid levels in the whole book (`yes` may show fewer: `depth`).
     async fn yes_level_count(&self) -> Option<usize> {
         self.book().map(|b| b.ladder(Side::Yes).len())
     }
 
-    /// Number of NO bid levels in the whole book (`noBids` may show fewer: `depth`).
+    /// Number of NO bid levels in the whole book (`no` may show fewer: `depth`).
     async fn no_level_count(&self) -> Option<usize> {
         self.book().map(|b| b.ladder(Side::No).len())
     }
@@ -375,6 +387,9 @@ impl From<analytics::Fill> for FillView {
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Delta {
     /// Exchange time of the change.
+    pub ts: DateTimeScalar,
+    /// The same as `ts`.
+    #[graphql(deprecation = "Use `ts`.")]
     pub at: DateTimeScalar,
     /// When the recorder received it.
     pub received_at: DateTimeScalar,
@@ -392,6 +407,7 @@ impl TryFrom<&DeltaEvent> for Delta {
     type Error = ApiError;
     fn try_from(row: &DeltaEvent) -> Result<Self, ApiError> {
         Ok(Self {
+            ts: DateTimeScalar(row.ts_us),
             at: DateTimeScalar(row.ts_us),
             received_at: DateTimeScalar(row.ts_received_us),
             side: side_of_code(row.side)?,
@@ -406,6 +422,9 @@ impl TryFrom<&DeltaEvent> for Delta {
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Trade {
     /// Exchange time of the trade.
+    pub ts: DateTimeScalar,
+    /// The same as `ts`.
+    #[graphql(deprecation = "Use `ts`.")]
     pub at: DateTimeScalar,
     /// When the recorder received it.
     pub received_at: DateTimeScalar,
@@ -428,6 +447,7 @@ impl TryFrom<&TradeEvent> for Trade {
     fn try_from(row: &TradeEvent) -> Result<Self, ApiError> {
         let yes = Price::from_units(row.yes_price);
         Ok(Self {
+            ts: DateTimeScalar(row.ts_us),
             at: DateTimeScalar(row.ts_us),
             received_at: DateTimeScalar(row.ts_received_us),
             trade_id: row.trade_id.clone(),

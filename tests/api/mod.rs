@@ -207,7 +207,7 @@ pub fn codes(body: &Value) -> Vec<String> {
 
 /// Every field an `OrderBook` answer needs to be compared in full.
 pub const BOOK_FIELDS: &str = "ticker at status complete seq lastUpdateAt \
-    yesBids { price size } noBids { price size } yesLevelCount noLevelCount \
+    yes { price size } no { price size } yesLevelCount noLevelCount \
     bestYesBid bestNoBid yesAsk noAsk spread midpoint \
     depthNearTop(within: \"0.03\") { yesBidSize noBidSize yesLevels noLevels imbalance } \
     costToBuy(side: YES, size: \"25\") { filled amount averagePrice bestPrice worstPrice slippage levels complete } \
@@ -230,8 +230,8 @@ pub fn book_of(answer: &Value) -> Option<Book> {
                 .collect(),
         )
     };
-    let yes = ladder(Side::Yes, "yesBids")?;
-    let no = ladder(Side::No, "noBids")?;
+    let yes = ladder(Side::Yes, "yes")?;
+    let no = ladder(Side::No, "no")?;
     Some(Book::from_levels(yes.into_iter().chain(no)))
 }
 

@@ -508,8 +508,8 @@ impl Engine {
             self.last_seq = Some(position.seq);
         }
         message.resync = resync;
-        message.yes_bids = Some(levels_view(book, Side::Yes, depth));
-        message.no_bids = Some(levels_view(book, Side::No, depth));
+        message.yes = Some(levels_view(book, Side::Yes, depth));
+        message.no = Some(levels_view(book, Side::No, depth));
         self.pending.push_back(Out::Book(message));
     }
 

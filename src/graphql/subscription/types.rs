@@ -1,16 +1,16 @@
 //! The messages live subscriptions send: book updates (snapshots and level changes, with the
 //! exchange's position), trades and lifecycle changes, each marked with what kind it is.
 
-use async_graphql::{Enum, SimpleObject};
+use async_graphql::{ComplexObject, Enum, SimpleObject};
 
 use crate::graphql::scalars::{DateTimeScalar, PriceScalar, SizeScalar};
-use crate::graphql::types::{Level, SideKind};
+use crate::graphql::types::{PriceLevel, SideKind};
 use crate::market::{Book, Price, Side, Size};
 
 /// What a [`BookUpdate`] carries.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BookUpdateKind {
-    /// The whole book (`yesBids`, `noBids`): replace what you hold. The first message of an
+    /// The whole book (`yes`, `no`): replace what you hold. The first message of an
     /// `orderbook` subscription, and again after any upstream gap (then `resync` is true).
     Snapshot,
     /// Level changes (`changes`) at one exchange position: add each `delta` to the size at
@@ -40,6 +40,7 @@ pub struct LevelChange {
 
 /// One message of an `orderbook` or `deltas` subscription.
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
 pub struct BookUpdate {
     /// What this message is; see each kind for how to apply it.
     pub kind: BookUpdateKind,
@@ -65,12 +66,29 @@ pub struct BookUpdate {
     /// False while a subscription started with `from` replays history; true from its
     /// `CAUGHT_UP` on, and always true without `from`.
     pub live: bool,
-    /// YES bids, best (highest) first, up to `depth` levels (`SNAPSHOT` only).
-    pub yes_bids: Option<Vec<Level>>,
-    /// NO bids, best (highest) first, up to `depth` levels (`SNAPSHOT` only).
-    pub no_bids: Option<Vec<Level>>,
+    /// YES bids, best (highest) first, up to `depth` levels (`SNAPSHOT` only), as in
+    /// `OrderBook.yes`.
+    pub yes: Option<Vec<PriceLevel>>,
+    /// NO bids, best (highest) first, up to `depth` levels (`SNAPSHOT` only), as in
+    /// `OrderBook.no`.
+    pub no: Option<Vec<PriceLevel>>,
     /// The level changes of a `DELTA`, to apply in order (empty for other kinds).
     pub changes: Vec<LevelChange>,
+}
+
+#[ComplexObject]
+impl BookUpdate {
+    /// The same as `yes`.
+    #[graphql(deprecation = "Use `yes`.")]
+    async fn yes_bids(&self) -> Option<Vec<PriceLevel>> {
+        self.yes.clone()
+    }
+
+    /// The same as `no`.
+    #[graphql(deprecation = "Use `no`.")]
+    async fn no_bids(&self) -> Option<Vec<PriceLevel>> {
+        self.no.clone()
+    }
 }
 
 impl BookUpdate {
@@ -87,8 +105,8 @@ impl BookUpdate {
             seq: None,
             resync: false,
             live,
-            yes_bids: None,
-            no_bids: None,
+            yes: None,
+            no: None,
             changes: Vec::new(),
         }
     }
@@ -105,12 +123,12 @@ pub fn top_levels(book: &Book, side: Side, depth: Option<usize>) -> Vec<(Price, 
         .collect()
 }
 
-/// `top_levels` as the API's [`Level`]s.
+/// `top_levels` as the API's [`PriceLevel`]s.
 #[must_use]
-pub fn levels_view(book: &Book, side: Side, depth: Option<usize>) -> Vec<Level> {
+pub fn levels_view(book: &Book, side: Side, depth: Option<usize>) -> Vec<PriceLevel> {
     top_levels(book, side, depth)
         .into_iter()
-        .map(|(price, size)| Level {
+        .map(|(price, size)| PriceLevel {
             price: PriceScalar(price),
             size: SizeScalar(size),
         })
