@@ -787,12 +787,43 @@ async fn sessions_refresh_by_rotation_and_end_at_logout() {
         .login(&jwt, "dash@example.com", PASSWORD)
         .await
         .unwrap();
-    store.logout(third.refresh.expose()).await.unwrap();
-    store.logout(third.refresh.expose()).await.unwrap();
+    // Another user's logout cannot end this session.
+    store
+        .logout(uuid::Uuid::new_v4(), Some(third.refresh.expose()))
+        .await
+        .unwrap();
+    let third = store
+        .refresh(&jwt, third.refresh.expose())
+        .await
+        .expect("still signed in");
+    store
+        .logout(third.user.id, Some(third.refresh.expose()))
+        .await
+        .unwrap();
+    store
+        .logout(third.user.id, Some(third.refresh.expose()))
+        .await
+        .unwrap();
     assert!(matches!(
         store.refresh(&jwt, third.refresh.expose()).await,
         Err(AccountsError::InvalidSession)
     ));
+    // Without a token: every session of the user ends.
+    let fourth = store
+        .login(&jwt, "dash@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let fifth = store
+        .login(&jwt, "dash@example.com", PASSWORD)
+        .await
+        .unwrap();
+    store.logout(fourth.user.id, None).await.unwrap();
+    for ended in [&fourth, &fifth] {
+        assert!(matches!(
+            store.refresh(&jwt, ended.refresh.expose()).await,
+            Err(AccountsError::InvalidSession)
+        ));
+    }
     assert!(matches!(
         store.refresh(&jwt, "kb_rt_garbage").await,
         Err(AccountsError::InvalidSession)

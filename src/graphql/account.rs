@@ -398,18 +398,22 @@ impl MutationRoot {
         Ok(session.into())
     }
 
-    /// Signs the session out: its refresh token stops working (the access token expires
-    /// within 15 minutes). Needs the session's access token. Always true.
+    /// Signs out: the session whose refresh token is given, or every session of the
+    /// signed-in user when it is omitted. Their refresh tokens stop working (access tokens
+    /// expire within 15 minutes). Needs the session's access token. Always true.
     async fn logout(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The refresh token of the session to end.")] refresh_token: String,
+        #[graphql(
+            desc = "The refresh token of the session to end; omitted: end every session of the user."
+        )]
+        refresh_token: Option<String>,
     ) -> async_graphql::Result<bool> {
-        session(ctx)?;
+        let (user_id, _) = session(ctx)?;
         let accounts = Accounts::of(ctx)?;
         accounts
             .store
-            .logout(&refresh_token)
+            .logout(user_id, refresh_token.as_deref())
             .await
             .map_err(ApiError::from)?;
         Ok(true)

@@ -333,7 +333,7 @@ fn access_text() -> String {
 
 - Market data (every query field except `apiVersion`, `limits`, `estimateCost`, `me`, `apiKeys` and introspection) needs an API key: send `X-API-Key: kb_live_...`. A missing, unknown or revoked key gets HTTP 401 with `UNAUTHENTICATED`; a revoked key is refused from its very next request.
 - Get a key: `mutation {{ signup(email, password) {{ accessToken refreshToken }} }}` (or `login`), then `mutation {{ createApiKey(name: \"my bot\") {{ key }} }}` with `Authorization: Bearer <accessToken>`. The key is shown once; only its hash is stored. At most 20 active keys per account.
-- Account operations (`apiKeys`, `createApiKey`, `revokeApiKey(id)`, `logout(refreshToken)`) take the session: `Authorization: Bearer <accessToken>`. `me` accepts the session or an API key. Access tokens last 15 minutes; `refresh(refreshToken)` returns a new pair (the old refresh token stops working).
+- Account operations (`apiKeys`, `createApiKey`, `revokeApiKey(id)`, `logout(refreshToken?)`: one session, or every session when omitted) take the session: `Authorization: Bearer <accessToken>`. `me` accepts the session or an API key. Access tokens last 15 minutes; `refresh(refreshToken)` returns a new pair (the old refresh token stops working).
 - `signup` and `login`: at most 5 attempts a minute per client address and per email (`RATE_LIMITED`). Passwords: 12 to 128 characters.
 
 ## Credits

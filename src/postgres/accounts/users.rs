@@ -291,22 +291,41 @@ impl AccountStore {
         })
     }
 
-    /// Signs a session out: its refresh token stops working (the current access token lives
-    /// out its few minutes). Idempotent; an unknown token is not an error.
+    /// Signs `user_id` out: of the session whose refresh token is given, or of every session
+    /// when none is. Their refresh tokens stop working (current access tokens live out their
+    /// few minutes). Idempotent; an unknown token, or another user's, changes nothing.
     ///
     /// # Errors
     /// A database error.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), AccountsError> {
-        let Some(token) = RefreshToken::parse(refresh_token) else {
-            return Ok(());
-        };
+    pub async fn logout(
+        &self,
+        user_id: Uuid,
+        refresh_token: Option<&str>,
+    ) -> Result<(), AccountsError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
-                &[&token.hash().as_bytes().as_slice()],
-            )
-            .await?;
+        match refresh_token {
+            Some(refresh_token) => {
+                let Some(token) = RefreshToken::parse(refresh_token) else {
+                    return Ok(());
+                };
+                client
+                    .execute(
+                        "UPDATE sessions SET revoked_at = now() \
+                         WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL",
+                        &[&token.hash().as_bytes().as_slice(), &user_id],
+                    )
+                    .await?;
+            }
+            None => {
+                client
+                    .execute(
+                        "UPDATE sessions SET revoked_at = now() \
+                         WHERE user_id = $1 AND revoked_at IS NULL",
+                        &[&user_id],
+                    )
+                    .await?;
+            }
+        }
         Ok(())
     }
 }
