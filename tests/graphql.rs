@@ -532,6 +532,13 @@ async fn check_markets(server: &TestServer, seed: &Seed) {
             json!({ "status": "active" }),
             vec![EXAMPLE_TICKER, "KXOTHERS-26MAR01-A"],
         ),
+        // Kalshi's list-filter word for the same markets, in any case.
+        (
+            json!({ "status": "Open" }),
+            vec![EXAMPLE_TICKER, "KXOTHERS-26MAR01-A"],
+        ),
+        (json!({ "status": "closed" }), vec![OTHER]),
+        (json!({ "status": "settled" }), vec![]),
         (
             json!({ "series": "KXEXAMPLE" }),
             vec![EXAMPLE_TICKER, OTHER],

@@ -56,12 +56,32 @@ impl From<MarketRow> for StoredMarket {
 /// Filters of the market list; empty strings match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MarketFilter {
-    /// Exact status word (`active`, `closed`, `settled`, …).
+    /// A status word as Kalshi's market objects write it (`active`, `closed`, `determined`,
+    /// `finalized`, …), or as its `GET /markets?status=` filter does (`unopened`, `open`,
+    /// `closed`, `settled`), case-insensitive; see [`MarketFilter::statuses`].
     pub status: String,
     pub series_ticker: String,
     pub event_ticker: String,
     /// Case-insensitive substring of the ticker, title or subtitle.
     pub search: String,
+}
+
+impl MarketFilter {
+    /// The stored status words the `status` filter matches. Kalshi's list filter speaks of
+    /// `open` and `settled` while its market objects say `active` and `finalized`: a client
+    /// using either vocabulary gets the same markets.
+    #[must_use]
+    pub fn statuses(&self) -> Vec<String> {
+        let status = self.status.trim().to_ascii_lowercase();
+        let words: &[&str] = match status.as_str() {
+            "" => &[],
+            "open" | "active" => &["active", "open"],
+            "unopened" | "initialized" | "inactive" => &["initialized", "inactive", "unopened"],
+            "settled" | "finalized" => &["settled", "finalized"],
+            _ => return vec![status],
+        };
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
 }
 
 const MARKET_COLUMNS: &str = "ticker, event_ticker, series_ticker, title, subtitle, status,
@@ -84,7 +104,7 @@ pub async fn list_markets(
     let sql = format!(
         "SELECT {MARKET_COLUMNS}
 FROM markets FINAL
-WHERE ({{status:String}} = '' OR status = {{status:String}})
+WHERE (empty({{statuses:Array(String)}}) OR has({{statuses:Array(String)}}, lower(status)))
   AND ({{series:String}} = '' OR series_ticker = {{series:String}})
   AND ({{event:String}} = '' OR event_ticker = {{event:String}})
   AND ({{search:String}} = ''
@@ -95,7 +115,7 @@ LIMIT {{limit:UInt32}}"
     );
     let mut rows = client
         .query(&sql)
-        .param("status", &filter.status)
+        .param("statuses", filter.statuses())
         .param("series", &filter.series_ticker)
         .param("event", &filter.event_ticker)
         .param("search", &filter.search)
@@ -256,4 +276,25 @@ pub async fn coverage(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_status_vocabularies_match_the_same_markets() {
+        let statuses = |status: &str| {
+            MarketFilter {
+                status: status.to_owned(),
+                ..MarketFilter::default()
+            }
+            .statuses()
+        };
+        assert!(statuses("").is_empty());
+        assert_eq!(statuses("open"), statuses("ACTIVE"));
+        assert!(statuses("open").contains(&"active".to_owned()));
+        assert!(statuses("settled").contains(&"finalized".to_owned()));
+        assert_eq!(statuses("Determined"), ["determined"]);
+    }
 }

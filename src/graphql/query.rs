@@ -340,7 +340,7 @@ impl QueryRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(
-            desc = "Only markets with this Kalshi status, e.g. \"active\", \"closed\", \"settled\"."
+            desc = "Only markets with this status, case-insensitive: a word of Kalshi's market objects (\"active\", \"closed\", \"determined\", \"finalized\", …) or of its list filter (\"open\" = active, \"unopened\", \"closed\", \"settled\" = settled or finalized)."
         )]
         status: Option<String>,
         #[graphql(desc = "Only markets of this series, e.g. \"KXBTCD\".")] series_ticker: Option<
