@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use self::feed::{FeedConfig, FeedHealth};
 use self::processor::{Processor, ProcessorConfig};
 use self::writer::{Writer, WriterConfig};
+use crate::clickhouse::rows::FeedGapRow;
 use crate::config::{Config, PrivateKey};
 use crate::kalshi::rest::MarketFilter;
 use crate::kalshi::signing::Signer;
@@ -83,6 +84,23 @@ async fn last_stored(
     Ok(rows.into_iter().map(|r| (r.market, r.ts_us)).collect())
 }
 
+/// The market gaps earlier runs left open (a reconnect or error the process stopped before
+/// recovering from): nothing in this run knows of them, so the first snapshot this run
+/// stores for each market must close them, or its books would read as in a gap for ever.
+async fn gaps_left_open(
+    client: &clickhouse::Client,
+) -> Result<Vec<FeedGapRow>, clickhouse::error::Error> {
+    client
+        .query(
+            "SELECT market, gap_id, channel, toInt8(kind) AS kind, conn, sid, expected_seq, \
+                    received_seq, toUnixTimestamp64Micro(ts_start) AS ts_start, \
+                    toUnixTimestamp64Micro(ts_end) AS ts_end, detail, version \
+             FROM feed_gaps FINAL WHERE market != '' AND ts_end IS NULL",
+        )
+        .fetch_all::<FeedGapRow>()
+        .await
+}
+
 fn signer(config: &Config) -> anyhow::Result<Option<Signer>> {
     let kalshi = &config.kalshi;
     match (&kalshi.api_key_id, &kalshi.private_key) {
@@ -139,6 +157,13 @@ pub async fn start(
         Err(error) => tracing::warn!(
             %error,
             "cannot read what earlier runs stored; their end will not be marked as a gap"
+        ),
+    }
+    match gaps_left_open(&client).await {
+        Ok(gaps) => processor.inherit_open_gaps(gaps),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot read the gaps earlier runs left open; they stay open"
         ),
     }
 

@@ -251,6 +251,8 @@ struct MarketState {
     /// Something is stored for this market, so losing the feed opens a gap.
     has_history: bool,
     open_gap: Option<OpenGap>,
+    /// Gaps an earlier run left open: the next stored snapshot closes them too.
+    inherited_gaps: Vec<FeedGapRow>,
     changed_since_checkpoint: bool,
     last_checkpoint_us: i64,
     top: Top,
@@ -383,6 +385,17 @@ impl Processor {
                 GapCause::new(GapKind::CollectorRestart, ORDERBOOK, 0)
                     .detail("collector was not running"),
             );
+        }
+    }
+
+    /// Gaps of markets that earlier runs left open (see `gaps_left_open` in the collector):
+    /// each closes at the first snapshot this run stores for its market.
+    pub fn inherit_open_gaps(&mut self, gaps: impl IntoIterator<Item = FeedGapRow>) {
+        for gap in gaps {
+            let state = self.markets.entry(gap.market.clone()).or_default();
+            state.has_history = true;
+            state.watermark_us = state.watermark_us.max(gap.ts_start);
+            state.inherited_gaps.push(gap);
         }
     }
 
@@ -900,6 +913,18 @@ impl Processor {
             self.rows.gaps.push(FeedGapRow {
                 ts_end: Some(ts),
                 version: 2,
+                ..gap
+            });
+        }
+        let inherited = self
+            .markets
+            .get_mut(&market)
+            .map(|state| std::mem::take(&mut state.inherited_gaps))
+            .unwrap_or_default();
+        for gap in inherited {
+            self.rows.gaps.push(FeedGapRow {
+                ts_end: Some(ts.max(gap.ts_start)),
+                version: gap.version + 1,
                 ..gap
             });
         }

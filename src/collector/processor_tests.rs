@@ -422,6 +422,65 @@ fn restart_gaps_open_from_the_last_stored_event() {
 }
 
 #[test]
+fn gaps_an_earlier_run_left_open_close_at_this_runs_first_snapshot() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.resume_after_restart([(A.to_owned(), T0 - 5_000_000)]);
+    // The earlier run lost its connection and stopped before it could resnapshot A.
+    let left_open = FeedGapRow {
+        market: A.to_owned(),
+        gap_id: 77,
+        channel: "orderbook_delta".to_owned(),
+        kind: GapKind::Reconnect as i8,
+        conn: 1,
+        sid: 3,
+        expected_seq: 0,
+        received_seq: 0,
+        ts_start: T0 - 6_000_000,
+        ts_end: None,
+        detail: "closed by the exchange".to_owned(),
+        version: 1,
+    };
+    p.inherit_open_gaps([left_open.clone()]);
+    p.set_markets(vec![meta(A)], T0);
+    p.connect(T0);
+    p.take_commands();
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
+        T0,
+    );
+    send(
+        &mut p,
+        snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
+        T0 + 10,
+    );
+    send(
+        &mut p,
+        delta(3, 2, A, "yes", "0.4200", "1.00", T0 / 1000 + 1),
+        T0 + 1_020,
+    );
+    let rows = p.take_rows();
+    let stored = rows.snapshots[0].ts;
+    let closed: Vec<&FeedGapRow> = rows.gaps.iter().filter(|g| g.ts_end.is_some()).collect();
+    assert!(
+        closed
+            .iter()
+            .any(|g| g.kind == GapKind::CollectorRestart as i8 && g.ts_end == Some(stored)),
+        "{:?}",
+        rows.gaps
+    );
+    assert!(
+        closed.contains(&&FeedGapRow {
+            ts_end: Some(stored),
+            version: 2,
+            ..left_open
+        }),
+        "the inherited gap closes where this run's book is known again: {:?}",
+        rows.gaps
+    );
+}
+
+#[test]
 fn an_unrequested_snapshot_that_changes_the_book_marks_its_uncertain_instant() {
     let mut p = connected();
     // Exchange time 1_780_000_001_000 ms, received 2 ms later: the lag is 2 ms.
