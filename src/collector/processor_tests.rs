@@ -103,7 +103,11 @@ fn connected() -> Processor {
 /// A processor connected, its orderbook subscription (sid 3) to `markets` confirmed and no
 /// frame of it received yet.
 fn subscribed_to(markets: &[&str]) -> Processor {
-    let mut p = Processor::new(ProcessorConfig::default(), None);
+    subscribe(Processor::new(ProcessorConfig::default(), None), markets)
+}
+
+/// `p` connected, its orderbook subscription (sid 3) to `markets` confirmed.
+fn subscribe(mut p: Processor, markets: &[&str]) -> Processor {
     p.set_markets(markets.iter().map(|m| meta(m)).collect(), T0);
     p.connect(T0);
     p.take_commands();
@@ -441,14 +445,7 @@ fn gaps_an_earlier_run_left_open_close_at_this_runs_first_snapshot() {
         version: 1,
     };
     p.inherit_open_gaps([left_open.clone()]);
-    p.set_markets(vec![meta(A)], T0);
-    p.connect(T0);
-    p.take_commands();
-    send(
-        &mut p,
-        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
-        T0,
-    );
+    let mut p = subscribe(p, &[A]);
     send(
         &mut p,
         snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
