@@ -293,7 +293,7 @@ pub(crate) struct KalshiSnapshotMsg<'a> {
 /// `orderbook_delta` payload: `price_dollars` + `delta_fp` strings (current), or `price`
 /// integer cents + `delta` integer contracts (legacy); `side` `yes`/`no`; `ts_ms` integer, or
 /// only `ts` RFC 3339 (legacy, deprecated).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct KalshiDeltaMsg<'a> {
     #[serde(borrow)]
     pub market_ticker: Option<Loose<'a>>,
@@ -316,7 +316,7 @@ pub(crate) struct KalshiDeltaMsg<'a> {
 /// `trade` payload: `yes_price_dollars`/`count_fp` strings (current) or `yes_price` cents /
 /// `count` integers (legacy); direction in `taker_outcome_side` (`yes`/`no`),
 /// `taker_book_side` (`bid`/`ask`) or the deprecated `taker_side`; `ts_ms` or `ts` seconds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct KalshiTradeMsg<'a> {
     #[serde(borrow)]
     pub trade_id: Option<Loose<'a>>,

@@ -15,6 +15,8 @@ use super::messages::{
 };
 use crate::market::{Book, MarketMeta, Price, Side, Size};
 
+mod flat;
+
 /// The envelope every server frame carries: its `type` and, when present and integral, the
 /// echoed command `id`, the subscription `sid` and the per-sid sequence number `seq`.
 ///
@@ -175,7 +177,12 @@ impl ParseError {
 /// `Ok(Frame { body: Err(..) })`: the collector must still advance the sid's sequence and
 /// resnapshot that market (`ParseError::market`).
 pub fn parse_frame(text: &str) -> Result<Frame, ParseError> {
-    // Fast path: one borrowing pass. It fails only on malformed JSON, a missing or non-string
+    flat::parse_flat_frame(text).map_or_else(|| parse_frame_generally(text), Ok)
+}
+
+/// [`parse_frame`] for any frame, through serde.
+fn parse_frame_generally(text: &str) -> Result<Frame, ParseError> {
+    // One borrowing pass. It fails only on malformed JSON, a missing or non-string
     // `type`, or a duplicated key inside `msg`; the slow path sorts those out.
     let mut decoded = Decoded::default();
     match read_frame(text, &mut decoded) {
