@@ -779,12 +779,23 @@ impl Processor {
 
     /// Notes an exchange timestamp received at `ts_received_us`: advances the connection's
     /// exchange clock and the smallest receive lag seen (network latency plus clock offset).
+    ///
+    /// The smallest lag is taken over the current connection only: the first exchange time a
+    /// new connection sees replaces the earlier estimate. An exchange that resumes after a
+    /// pause (a reconnect, maintenance, a replay picking up where it stopped) has fallen
+    /// behind our clock by the pause, and the old, smaller lag would stamp checkpoints and
+    /// late snapshots ahead of its clock, clamping the deltas that follow forward.
     fn observe_exchange_time(&mut self, exchange_us: i64, ts_received_us: i64) {
         let lag = ts_received_us - exchange_us;
-        self.receive_lag_us = Some(self.receive_lag_us.map_or(lag, |known| known.min(lag)));
-        if let Some(conn) = self.conn.as_mut() {
-            conn.clock_us = Some(conn.clock_us.map_or(exchange_us, |c| c.max(exchange_us)));
-        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let fresh = conn.clock_us.is_none();
+        conn.clock_us = Some(conn.clock_us.map_or(exchange_us, |c| c.max(exchange_us)));
+        self.receive_lag_us = Some(match self.receive_lag_us {
+            Some(known) if !fresh => known.min(lag),
+            _ => lag,
+        });
     }
 
     /// Stores every snapshot of subscription `sid` (all of them with `None`) that waits for

@@ -1141,3 +1141,59 @@ fn a_terminal_error_naming_no_subscription_abandons_the_connection() {
         "a new connection starts clean"
     );
 }
+
+#[test]
+fn an_exchange_resuming_after_a_pause_keeps_its_own_clock_on_the_new_connection() {
+    // Connection 1: exchange and receive times agree (lag 0).
+    let mut p = connected();
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4200", "1.00", (T0 + 500_000) / 1000),
+        T0 + 500_000,
+    );
+    p.disconnect("test");
+    // The exchange comes back 100 s later and carries on from where it stopped: its clock
+    // is now 100 s behind ours.
+    let pause_us = 100_000_000;
+    p.connect(T0 + pause_us);
+    p.take_commands();
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 1}}),
+        T0 + pause_us,
+    );
+    send(
+        &mut p,
+        snapshot(1, 1, A, &[("0.4200", "11.00")], &[]),
+        T0 + pause_us + 1_000,
+    );
+    send(
+        &mut p,
+        delta(1, 2, A, "yes", "0.4200", "1.00", (T0 + 600_000) / 1000),
+        T0 + pause_us + 100_000,
+    );
+    p.take_rows();
+    // A minute later the book is checkpointed, then the next change arrives.
+    let now = T0 + pause_us + 61_000_000;
+    p.checkpoint(now);
+    let checkpoint = p.take_rows().snapshots;
+    assert_eq!(checkpoint.len(), 1);
+    let next_ms = (T0 + 61_600_000) / 1000;
+    send(
+        &mut p,
+        delta(1, 3, A, "yes", "0.4200", "1.00", next_ms),
+        now + 1_000,
+    );
+    let rows = p.take_rows();
+    assert!(
+        checkpoint[0].ts <= next_ms * 1000,
+        "the checkpoint ({}) stands before the exchange's next change ({})",
+        checkpoint[0].ts,
+        next_ms * 1000
+    );
+    assert_eq!(
+        rows.deltas[0].ts,
+        next_ms * 1000,
+        "the delta keeps its exchange time"
+    );
+}
