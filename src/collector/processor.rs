@@ -37,6 +37,10 @@ const SNAPSHOT_RETRY_US: i64 = 5_000_000;
 /// the other way (taken out of its subscription and added again): an exchange that ignores
 /// the action must not leave the book unknown for ever.
 const SNAPSHOT_REQUESTS_BEFORE_RESUBSCRIBING: u8 = 2;
+/// How long a market that discovery stopped listing while its book was live stays
+/// subscribed, waiting for the empty snapshot Kalshi sends at a close (seen 7 s after it):
+/// unsubscribed before, its final book would be a gap left open for ever.
+const CLOSING_SNAPSHOT_PATIENCE_US: i64 = 60_000_000;
 const TRADE: &str = "trade";
 const LIFECYCLE: &str = "market_lifecycle_v2";
 /// The longest wait before asking again for a refused trade or lifecycle subscription, µs.
@@ -173,6 +177,9 @@ pub struct Stats {
     pub subscription_errors: u64,
     /// Frames whose sequence number was already handled (skipped, never applied twice).
     pub repeated_frames: u64,
+    /// Deltas and snapshots that came on a subscription other than their market's (a market
+    /// the exchange holds on two subscriptions): skipped, so no change is applied twice.
+    pub foreign_frames: u64,
 }
 
 /// Why and where a gap opened.
@@ -308,7 +315,15 @@ struct Shard {
 #[derive(Debug)]
 enum Pending {
     Subscribe(Channel),
-    Update(UpdateAction),
+    Update(Update),
+}
+
+/// An `update_subscription` awaiting its reply.
+#[derive(Debug)]
+struct Update {
+    action: UpdateAction,
+    sid: u32,
+    markets: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -340,6 +355,10 @@ pub struct Processor {
     config: ProcessorConfig,
     markets: FeedMap<String, MarketState>,
     wanted: BTreeSet<String>,
+    /// Markets discovery no longer lists, kept subscribed until their closing snapshot
+    /// empties the book or the receive time given passes (see
+    /// [`CLOSING_SNAPSHOT_PATIENCE_US`]).
+    leaving: FeedMap<String, i64>,
     conn: Option<Connection>,
     last_conn_id: u64,
     rows: Rows,
@@ -361,6 +380,7 @@ impl Processor {
             config,
             markets: FeedMap::default(),
             wanted: BTreeSet::new(),
+            leaving: FeedMap::default(),
             conn: None,
             last_conn_id: 0,
             rows: Rows::default(),
@@ -430,7 +450,63 @@ impl Processor {
             }
             self.store_meta(meta, now_us);
         }
+        // A market that closes leaves the open listing a few seconds before Kalshi empties
+        // its book: a live one stays until that snapshot comes, for a while.
+        let closing: Vec<String> = self
+            .wanted
+            .iter()
+            .filter(|ticker| !wanted.contains(*ticker) && self.awaits_closing_snapshot(ticker))
+            .cloned()
+            .collect();
+        self.leaving.retain(|ticker, _| !wanted.contains(ticker));
+        for ticker in closing {
+            let deadline = *self
+                .leaving
+                .entry(ticker.clone())
+                .or_insert(now_us + CLOSING_SNAPSHOT_PATIENCE_US);
+            if deadline > now_us {
+                wanted.insert(ticker);
+            } else {
+                self.leaving.remove(&ticker);
+            }
+        }
         self.wanted = wanted;
+        self.sync_subscriptions();
+    }
+
+    /// Whether `market` is subscribed with a live book, so that leaving now would cut its
+    /// history short of the empty snapshot Kalshi sends when it closes.
+    fn awaits_closing_snapshot(&self, market: &str) -> bool {
+        self.markets.get(market).is_some_and(|state| {
+            state.shard.is_some() && state.book.as_ref().is_some_and(|book| !book.is_empty())
+        })
+    }
+
+    /// Lets go of leaving markets whose book is now final, or whose wait is over at `now_us`.
+    fn let_leaving_markets_go(&mut self, now_us: i64) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        let gone: Vec<String> = self
+            .leaving
+            .iter()
+            .filter(|(ticker, deadline)| {
+                **deadline <= now_us
+                    || self
+                        .markets
+                        .get(*ticker)
+                        .and_then(|state| state.book.as_ref())
+                        .is_some_and(Book::is_empty)
+            })
+            .map(|(ticker, _)| ticker.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for ticker in &gone {
+            self.leaving.remove(ticker);
+            self.wanted.remove(ticker);
+        }
         self.sync_subscriptions();
     }
 
@@ -762,19 +838,26 @@ impl Processor {
                 state.snapshot_requests = state.snapshot_requests.saturating_add(1);
             }
         }
+        self.send_update(sid, UpdateAction::GetSnapshot, markets);
+    }
+
+    /// Queues `update_subscription` of `sid` and notes it as pending.
+    fn send_update(&mut self, sid: u32, action: UpdateAction, markets: Vec<String>) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         let id = conn.next_command_id;
         conn.next_command_id += 1;
-        conn.pending
-            .insert(id, Pending::Update(UpdateAction::GetSnapshot));
-        self.commands.push(commands::update_subscription(
+        self.commands
+            .push(commands::update_subscription(id, sid, action, &markets));
+        conn.pending.insert(
             id,
-            sid,
-            UpdateAction::GetSnapshot,
-            &markets,
-        ));
+            Pending::Update(Update {
+                action,
+                sid,
+                markets,
+            }),
+        );
     }
 
     /// Notes an exchange timestamp received at `ts_received_us`: advances the connection's
@@ -817,6 +900,19 @@ impl Processor {
         }
     }
 
+    /// Whether `sid` is not the subscription `market` is on: the exchange can hold a market on
+    /// two (an add whose reply we took for lost), and each sends every change.
+    fn is_foreign(&self, market: &str, sid: u32) -> bool {
+        let Some(conn) = &self.conn else {
+            return false;
+        };
+        self.markets
+            .get(market)
+            .and_then(|state| state.shard)
+            .and_then(|shard| conn.shards.get(shard)?.sid)
+            .is_some_and(|own| own != sid)
+    }
+
     fn position(&self, sid: u32, seq: u64) -> FeedPosition {
         FeedPosition {
             conn: self.conn.as_ref().map_or(0, |c| c.id),
@@ -833,6 +929,10 @@ impl Processor {
         seq: u64,
         ts_received_us: i64,
     ) {
+        if self.is_foreign(market, sid) {
+            self.stats.foreign_frames += 1;
+            return;
+        }
         self.stats.snapshots += 1;
         let conn = self.conn.as_ref().map_or(0, |c| c.id);
         let state = self.markets.entry(market.to_owned()).or_default();
@@ -876,6 +976,9 @@ impl Processor {
             conn,
             ts_received_us,
         });
+        if self.leaving.contains_key(market) {
+            self.let_leaving_markets_go(ts_received_us);
+        }
     }
 
     /// Stores a snapshot at `at_us` on the book axis (see [`Self::place_unplaced`]).
@@ -940,6 +1043,21 @@ impl Processor {
             });
         }
         self.record_top(&market, &book, ts, conn, seq);
+        // A snapshot of a market we had already taken out (it crossed our `delete_markets`)
+        // is true at its instant, but no change after it will be recorded: unless it is the
+        // empty book of a close, the gap opens again at once.
+        let unwatched = !self.wanted.contains(&market)
+            && self
+                .markets
+                .get(&market)
+                .is_some_and(|state| state.shard.is_none());
+        if unwatched && !book.is_empty() {
+            self.open_gap(
+                &market,
+                GapCause::new(GapKind::Unsubscribed, ORDERBOOK, sid)
+                    .detail("the market is no longer recorded"),
+            );
+        }
     }
 
     fn apply_delta(&mut self, delta: DeltaUpdate, sid: u32, seq: u64, ts_received_us: i64) {
@@ -956,6 +1074,13 @@ impl Processor {
             self.stats.dropped_deltas += 1;
             return;
         };
+        let own_sid = state
+            .shard
+            .and_then(|shard| self.conn.as_ref()?.shards.get(shard)?.sid);
+        if own_sid.is_some_and(|own| own != sid) {
+            self.stats.foreign_frames += 1;
+            return;
+        }
         let Some(book) = state.book.as_mut() else {
             self.stats.dropped_deltas += 1;
             // Its snapshot was lost, refused or never sent: ask again, at a bounded rate, and
@@ -1118,6 +1243,7 @@ impl Processor {
         let market = update.market.clone();
         let open = meta.is_open() && self.matches_filter(&meta);
         self.store_meta(meta, now_us);
+        self.leaving.remove(&market);
         if open {
             self.wanted.insert(market.clone());
         } else {
@@ -1181,7 +1307,7 @@ impl Processor {
         // Only the replies to add and delete are specified to list the subscription's markets;
         // whatever another `ok` lists (a get_snapshot's) is not taken as the full set.
         let lists_all = match id.and_then(|id| conn.pending.remove(&id)) {
-            Some(Pending::Update(action)) => action != UpdateAction::GetSnapshot,
+            Some(Pending::Update(update)) => update.action != UpdateAction::GetSnapshot,
             _ => false,
         };
         let Some(SidState {
@@ -1192,9 +1318,35 @@ impl Processor {
             return;
         };
         let shard = *shard;
-        if let (Some(tickers), Some(state)) = (market_tickers, conn.shards.get_mut(shard)) {
-            // The reply lists the subscription's full market set after the update.
-            state.markets = tickers.into_iter().collect();
+        let Some(tickers) = market_tickers else {
+            return;
+        };
+        // The reply lists the subscription's full market set after its own update, not after
+        // ours still unanswered (Kalshi answers back-to-back updates out of order): those are
+        // laid over it, or a market being added would seem missing and be added twice.
+        let mut listed: BTreeSet<String> = tickers.into_iter().collect();
+        let mut unanswered: Vec<(u64, &Update)> = conn
+            .pending
+            .iter()
+            .filter_map(|(id, pending)| match pending {
+                Pending::Update(update) if update.sid == sid => Some((*id, update)),
+                _ => None,
+            })
+            .collect();
+        unanswered.sort_unstable_by_key(|(id, _)| *id);
+        for (_, update) in unanswered {
+            match update.action {
+                UpdateAction::AddMarkets => listed.extend(update.markets.iter().cloned()),
+                UpdateAction::DeleteMarkets => {
+                    for market in &update.markets {
+                        listed.remove(market);
+                    }
+                }
+                UpdateAction::GetSnapshot => {}
+            }
+        }
+        if let Some(state) = conn.shards.get_mut(shard) {
+            state.markets = listed;
         }
     }
 
@@ -1258,12 +1410,18 @@ impl Processor {
                 (_, Some(command)) => match conn.pending.remove(&id) {
                     Some(
                         Pending::Subscribe(Channel::Orderbook(_))
-                        | Pending::Update(UpdateAction::AddMarkets),
+                        | Pending::Update(Update {
+                            action: UpdateAction::AddMarkets,
+                            ..
+                        }),
                     ) => {
                         self.unsubscribed_by_refusal(&command, market_tickers);
                         return;
                     }
-                    Some(Pending::Update(UpdateAction::GetSnapshot)) => {
+                    Some(Pending::Update(Update {
+                        action: UpdateAction::GetSnapshot,
+                        ..
+                    })) => {
                         self.resubscribe_for_snapshots(&command);
                         return;
                     }
@@ -1371,25 +1529,16 @@ impl Processor {
         if markets.is_empty() {
             return;
         }
-        let id = conn.next_command_id;
-        conn.next_command_id += 1;
-        conn.pending
-            .insert(id, Pending::Update(UpdateAction::DeleteMarkets));
         // The earlier of a resync already due and this one: refusals coming one after
         // another must not keep postponing it.
         let due = self.last_received_us + RESYNC_DELAY_US;
         conn.resync_at_us = Some(conn.resync_at_us.map_or(due, |at| at.min(due)));
-        self.commands.push(commands::update_subscription(
-            id,
-            sid,
-            UpdateAction::DeleteMarkets,
-            &markets,
-        ));
         for market in &markets {
             if let Some(state) = self.markets.get_mut(market) {
                 state.shard = None;
             }
         }
+        self.send_update(sid, UpdateAction::DeleteMarkets, markets);
     }
 
     fn on_malformed(&mut self, sid: Option<u32>, market: Option<&str>) {
@@ -1461,16 +1610,7 @@ impl Processor {
             for market in &markets {
                 conn.shards[shard].markets.remove(market);
             }
-            let id = conn.next_command_id;
-            conn.next_command_id += 1;
-            conn.pending
-                .insert(id, Pending::Update(UpdateAction::DeleteMarkets));
-            self.commands.push(commands::update_subscription(
-                id,
-                sid,
-                UpdateAction::DeleteMarkets,
-                &markets,
-            ));
+            self.send_update(sid, UpdateAction::DeleteMarkets, markets.clone());
             for market in markets {
                 if let Some(state) = self.markets.get_mut(&market) {
                     state.shard = None;
@@ -1509,20 +1649,8 @@ impl Processor {
             for market in &batch {
                 self.markets.entry(market.clone()).or_default().shard = Some(shard);
             }
-            let conn = self.conn.as_mut().expect("connected");
-            match conn.shards[shard].sid {
-                Some(sid) => {
-                    let id = conn.next_command_id;
-                    conn.next_command_id += 1;
-                    conn.pending
-                        .insert(id, Pending::Update(UpdateAction::AddMarkets));
-                    self.commands.push(commands::update_subscription(
-                        id,
-                        sid,
-                        UpdateAction::AddMarkets,
-                        &batch,
-                    ));
-                }
+            match self.conn.as_ref().and_then(|conn| conn.shards[shard].sid) {
+                Some(sid) => self.send_update(sid, UpdateAction::AddMarkets, batch),
                 None => self.send_subscribe(Channel::Orderbook(shard), &batch),
             }
         }
@@ -1530,6 +1658,7 @@ impl Processor {
 
     /// Queues checkpoints of the books that are due (see [`ProcessorConfig`]).
     pub fn checkpoint(&mut self, now_us: i64) {
+        self.let_leaving_markets_go(now_us);
         if let Some(conn) = self.conn.as_mut() {
             let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut conn.deferred)
                 .into_iter()

@@ -711,8 +711,16 @@ fn a_closing_snapshot_before_a_disconnect_is_stored_and_the_closed_market_has_no
 fn a_live_market_no_longer_recorded_gets_a_gap() {
     let mut p = connected();
     p.take_rows();
-    // A is paused and leaves the discovered set while its book is live.
+    // A leaves the discovered set while its book is live, and no closing snapshot comes.
     p.set_markets(vec![meta(B)], T0 + 1_000);
+    assert!(
+        commands(&mut p).is_empty(),
+        "it may be closing: wait for its snapshot"
+    );
+    p.checkpoint(T0 + 1_000 + CLOSING_SNAPSHOT_PATIENCE_US - 1);
+    assert!(commands(&mut p).is_empty());
+    assert!(p.book(A).is_some());
+    p.checkpoint(T0 + 1_000 + CLOSING_SNAPSHOT_PATIENCE_US);
     let sent = commands(&mut p);
     assert_eq!(sent[0]["params"]["action"], "delete_markets");
     assert_eq!(p.book(A), None, "no longer watched: unknown");
@@ -857,8 +865,10 @@ fn discovery_keeps_markets_the_lifecycle_channel_announced_before_they_open() {
     p.set_markets(vec![meta(A), meta(B)], T0 + 1_000);
     assert!(commands(&mut p).is_empty(), "C stays subscribed");
     assert_eq!(p.subscribed_markets(), 3);
-    // A settled market the lifecycle channel never reported leaves with discovery.
+    // A settled market the lifecycle channel never reported leaves with discovery (once
+    // its closing snapshot had time to come).
     p.set_markets(vec![meta(B)], T0 + 2_000);
+    p.set_markets(vec![meta(B)], T0 + 2_000 + CLOSING_SNAPSHOT_PATIENCE_US);
     let sent = commands(&mut p);
     assert_eq!(sent[0]["params"]["action"], "delete_markets");
     assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
@@ -1196,4 +1206,168 @@ fn an_exchange_resuming_after_a_pause_keeps_its_own_clock_on_the_new_connection(
         next_ms * 1000,
         "the delta keeps its exchange time"
     );
+}
+
+/// Kalshi answers back-to-back `update_subscription`s out of order, and an add's `ok` lists
+/// the subscription after that add only: updates still unanswered must not be undone by it.
+#[test]
+fn an_ok_answered_before_an_earlier_update_does_not_undo_the_later_ones() {
+    const C: &str = "KXTEST-C";
+    const D: &str = "KXTEST-D";
+    let mut p = connected();
+    // A closes (its book emptied), so that it may leave at the next discovery.
+    send(&mut p, snapshot(3, 3, A, &[], &[]), T0 + 500);
+    p.set_markets(vec![meta(A), meta(B), meta(C)], T0 + 1_000);
+    let add_c = commands(&mut p);
+    p.set_markets(vec![meta(B), meta(C), meta(D)], T0 + 2_000);
+    let sent = commands(&mut p);
+    assert_eq!(add_c[0]["params"]["action"], "add_markets");
+    let actions: Vec<&Value> = sent.iter().map(|c| &c["params"]["action"]).collect();
+    assert_eq!(actions, vec!["delete_markets", "add_markets"], "{sent:?}");
+    // The reply to the add of C comes first and lists A, B, C: it knows nothing yet of the
+    // delete of A and the add of D sent after it.
+    send(
+        &mut p,
+        json!({"type": "ok", "id": add_c[0]["id"], "sid": 3, "seq": 4, "msg": {"market_tickers": [A, B, C]}}),
+        T0 + 3_000,
+    );
+    assert_eq!(p.subscribed_markets(), 3, "B, C and D");
+    p.set_markets(vec![meta(B), meta(C), meta(D)], T0 + 4_000);
+    let again = commands(&mut p);
+    assert!(
+        again.is_empty(),
+        "D is not added twice, A not deleted twice: {again:?}"
+    );
+    // The later replies agree.
+    for (seq, command, listed) in [
+        (5, &sent[0], json!([B, C])),
+        (6, &sent[1], json!([B, C, D])),
+    ] {
+        send(
+            &mut p,
+            json!({"type": "ok", "id": command["id"], "sid": 3, "seq": seq, "msg": {"market_tickers": listed}}),
+            T0 + 5_000,
+        );
+    }
+    p.set_markets(vec![meta(B), meta(C), meta(D)], T0 + 6_000);
+    assert!(commands(&mut p).is_empty());
+    assert_eq!(p.subscribed_markets(), 3);
+}
+
+/// A market the exchange holds on two subscriptions sends every change on both: only the
+/// subscription it is on counts, so nothing is applied twice.
+#[test]
+fn a_market_held_on_a_second_subscription_is_applied_once() {
+    let mut p = connected();
+    p.take_rows();
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4200", "1.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    // Sid 9 holds A as well: its snapshot and the same change arrive on it.
+    send(
+        &mut p,
+        snapshot(9, 1, A, &[("0.4200", "10.00")], &[]),
+        T0 + 100_100,
+    );
+    send(
+        &mut p,
+        delta(9, 2, A, "yes", "0.4200", "1.00", 1_780_000_000_100),
+        T0 + 100_200,
+    );
+    assert_eq!(
+        level(&p, A, Side::Yes, "0.4200"),
+        Some("11.00".parse().unwrap()),
+        "the change counts once"
+    );
+    assert_eq!(
+        level(&p, A, Side::Yes, "0.4300"),
+        Some("5.50".parse().unwrap())
+    );
+    let rows = p.take_rows();
+    assert_eq!(rows.deltas.len(), 1, "{:?}", rows.deltas);
+    assert!(
+        rows.snapshots.iter().all(|s| s.sid == 3),
+        "{:?}",
+        rows.snapshots
+    );
+    assert_eq!(p.take_stats().foreign_frames, 2);
+}
+
+/// Kalshi drops a closing market from the open listing seconds before it sends the empty
+/// snapshot that ends its book: the market stays subscribed until that snapshot, and leaves
+/// without a gap; a snapshot that crosses our `delete_markets` does not close a gap for good.
+#[test]
+fn a_market_leaving_discovery_waits_for_its_closing_snapshot() {
+    let mut p = connected();
+    p.take_rows();
+    p.set_markets(vec![meta(B)], T0 + 1_000_000);
+    assert!(commands(&mut p).is_empty(), "A is still subscribed");
+    assert_eq!(p.subscribed_markets(), 2);
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4200", "1.00", 1_780_000_001_500),
+        T0 + 1_500_000,
+    );
+    assert_eq!(
+        level(&p, A, Side::Yes, "0.4200"),
+        Some("11.00".parse().unwrap())
+    );
+    // Seven seconds later, the close.
+    send(&mut p, snapshot(3, 4, A, &[], &[]), T0 + 8_000_000);
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["params"]["action"], "delete_markets");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+    send(
+        &mut p,
+        delta(3, 5, B, "yes", "0.0010", "1.00", 1_780_000_008_100),
+        T0 + 8_100_000,
+    );
+    let rows = p.take_rows();
+    // (Only the span in which the close happened, closed at the snapshot, is uncertain.)
+    assert!(
+        rows.gaps
+            .iter()
+            .all(|g| g.ts_end.is_some() && g.kind == GapKind::BookReplaced as i8),
+        "the final book is known: {:?}",
+        rows.gaps
+    );
+    assert_eq!(rows.deltas.len(), 2);
+    assert!(
+        rows.snapshots
+            .iter()
+            .any(|s| s.market == A && s.yes_prices.is_empty() && s.no_prices.is_empty())
+    );
+
+    // B leaves too and its wait runs out: it is taken out, with a gap. A live snapshot of it
+    // that crossed the delete closes that gap at its instant and opens it again at once.
+    p.set_markets(vec![], T0 + 9_000_000);
+    p.checkpoint(T0 + 9_000_000 + CLOSING_SNAPSHOT_PATIENCE_US);
+    assert_eq!(commands(&mut p)[0]["params"]["action"], "delete_markets");
+    send(
+        &mut p,
+        snapshot(3, 6, B, &[("0.0020", "3.00")], &[]),
+        T0 + 69_500_000,
+    );
+    send(
+        &mut p,
+        json!({"type": "ok", "id": 9, "sid": 3, "seq": 7, "msg": {}}),
+        T0 + 69_600_000,
+    );
+    p.checkpoint(T0 + 69_500_000 + UNPLACED_PATIENCE_US);
+    let gaps = p.take_rows().gaps;
+    let open: Vec<_> = gaps.iter().filter(|g| g.ts_end.is_none()).collect();
+    assert_eq!(open.len(), 2, "{gaps:?}");
+    assert!(
+        open.iter()
+            .all(|g| g.market == B && g.kind == GapKind::Unsubscribed as i8)
+    );
+    assert_eq!(
+        gaps.iter().filter(|g| g.ts_end.is_some()).count(),
+        1,
+        "{gaps:?}"
+    );
+    assert_eq!(p.book(B), None, "no longer watched: unknown");
 }
