@@ -127,11 +127,12 @@ async fn drop_database(config: &Config, name: &str) {
 /// Nothing else happens inside the timed span (the rows are checked in ClickHouse after it).
 async fn collector_round(
     config: &Config,
+    database: &str,
     frames: &[String],
     args: &IngestArgs,
     spool: &std::path::Path,
 ) -> anyhow::Result<(Duration, clickhouse::Client)> {
-    let client = fresh_database(config, "kb_bench_collector").await?;
+    let client = fresh_database(config, database).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (writer, task) = Writer::start(
         client.clone(),
@@ -211,8 +212,12 @@ const BATCH_ROWS: usize = 50_000;
 
 /// The baseline: the same delta rows, already built, inserted through the same endpoint in
 /// the same batch size.
-async fn baseline_round(config: &Config, rows: &[DeltaRow]) -> anyhow::Result<Duration> {
-    let client = fresh_database(config, "kb_bench_baseline").await?;
+async fn baseline_round(
+    config: &Config,
+    database: &str,
+    rows: &[DeltaRow],
+) -> anyhow::Result<Duration> {
+    let client = fresh_database(config, database).await?;
     let started = Instant::now();
     for chunk in rows.chunks(BATCH_ROWS) {
         let mut insert = client.insert::<DeltaRow>("deltas").await?;
@@ -290,17 +295,25 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         args.deltas
     );
     let expected = DeltaSums::of(&deltas);
+    // Named after the configured database, so that runs against different ones (tests) never
+    // share a table.
+    let collector_database = format!("{}_bench_collector", config.clickhouse.database);
+    let baseline_database = format!("{}_bench_baseline", config.clickhouse.database);
     let mut collector = Vec::new();
     let mut baseline = Vec::new();
     for round in 1..=args.rounds.max(1) {
-        let (elapsed, client) = collector_round(config, &frames, args, &spool).await?;
+        let (elapsed, client) =
+            collector_round(config, &collector_database, &frames, args, &spool).await?;
         let stored = DeltaSums::stored(&client).await?;
         anyhow::ensure!(
             stored == expected,
             "the collector stored {stored:?}, expected {expected:?}"
         );
         let through = args.deltas as f64 / elapsed.as_secs_f64();
-        let base = args.deltas as f64 / baseline_round(config, &deltas).await?.as_secs_f64();
+        let base = args.deltas as f64
+            / baseline_round(config, &baseline_database, &deltas)
+                .await?
+                .as_secs_f64();
         println!(
             "  round {round}: collector {through:>12.0} deltas/s   baseline insert {base:>12.0} rows/s   ratio {:.2}",
             through / base
@@ -308,8 +321,8 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         collector.push(through);
         baseline.push(base);
     }
-    drop_database(config, "kb_bench_collector").await;
-    drop_database(config, "kb_bench_baseline").await;
+    drop_database(config, &collector_database).await;
+    drop_database(config, &baseline_database).await;
     let _ = std::fs::remove_dir_all(&spool);
     let (c, b) = (median(collector), median(baseline));
     println!(

@@ -165,3 +165,20 @@ async fn a_spool_left_by_a_stopped_run_is_drained_by_the_next() {
     let _ = std::fs::remove_dir_all(dir);
     env.cleanup().await;
 }
+
+/// `bench ingest` checks what it measures: every delta of a round stored exactly once (its
+/// sums equal the applied rows'), raw frames included. A small round, so that a change that
+/// breaks the collector's path through the benchmark fails here, not at measuring time.
+#[tokio::test]
+async fn bench_ingest_stores_every_delta_once_with_raw_frames() {
+    let env = TestEnv::migrated().await;
+    let args = kalshibook::bench::IngestArgs {
+        deltas: 20_000,
+        markets: 20,
+        rounds: 1,
+        raw_frames: true,
+    };
+    kalshibook::bench::ingest(&env.config, &args)
+        .await
+        .expect("every delta applied and stored once");
+}

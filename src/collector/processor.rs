@@ -265,6 +265,9 @@ struct MarketState {
     top: Top,
     /// Orderbook shard on the current connection.
     shard: Option<usize>,
+    /// Taken out of its subscription because it is no longer wanted: whatever still comes
+    /// for it is the tail of a feed we stopped recording.
+    released: bool,
     /// Last time (receive clock) anything was applied, Unix µs.
     last_update_us: i64,
     /// Last time (receive clock) a snapshot of it was asked for, Unix µs.
@@ -1046,12 +1049,11 @@ impl Processor {
         // A snapshot of a market we had already taken out (it crossed our `delete_markets`)
         // is true at its instant, but no change after it will be recorded: unless it is the
         // empty book of a close, the gap opens again at once.
-        let unwatched = !self.wanted.contains(&market)
-            && self
-                .markets
-                .get(&market)
-                .is_some_and(|state| state.shard.is_none());
-        if unwatched && !book.is_empty() {
+        let released = self
+            .markets
+            .get(&market)
+            .is_some_and(|state| state.released);
+        if released && !book.is_empty() {
             self.open_gap(
                 &market,
                 GapCause::new(GapKind::Unsubscribed, ORDERBOOK, sid)
@@ -1614,6 +1616,7 @@ impl Processor {
             for market in markets {
                 if let Some(state) = self.markets.get_mut(&market) {
                     state.shard = None;
+                    state.released = true;
                 }
                 // Unwatched, a live book goes stale: say so. An empty one is a closed
                 // market's final book (its closing snapshot came), which stays true.
@@ -1647,7 +1650,9 @@ impl Processor {
             let batch: Vec<String> = remaining.by_ref().take(capacity).collect();
             conn.shards[shard].markets.extend(batch.iter().cloned());
             for market in &batch {
-                self.markets.entry(market.clone()).or_default().shard = Some(shard);
+                let state = self.markets.entry(market.clone()).or_default();
+                state.shard = Some(shard);
+                state.released = false;
             }
             match self.conn.as_ref().and_then(|conn| conn.shards[shard].sid) {
                 Some(sid) => self.send_update(sid, UpdateAction::AddMarkets, batch),
