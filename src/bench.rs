@@ -8,9 +8,10 @@ use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::clickhouse::rows::DeltaRow;
-use crate::collector::processor::{Processor, ProcessorConfig};
-use crate::collector::writer::{Writer, WriterConfig};
+use crate::clickhouse::rows::{DeltaRow, RawFrameBlockRow};
+use crate::collector::frame_log::decode;
+use crate::collector::processor::{Processor, ProcessorConfig, Rows};
+use crate::collector::writer::{Writer, WriterConfig, encode_frames, insert_batch};
 use crate::config::Config;
 
 /// Options of `bench ingest`.
@@ -207,31 +208,40 @@ impl DeltaSums {
     }
 }
 
+/// The text of every frame in `raw_frame_blocks`, in arrival order.
+async fn archived_frames(client: &clickhouse::Client) -> anyhow::Result<Vec<String>> {
+    let blocks = client
+        .query("SELECT ?fields FROM raw_frame_blocks ORDER BY conn, first_received")
+        .fetch_all::<RawFrameBlockRow>()
+        .await?;
+    let mut frames = Vec::new();
+    for block in &blocks {
+        frames.extend(decode(block)?.into_iter().map(|f| f.frame));
+    }
+    Ok(frames)
+}
+
 /// Rows per insert on both paths (the collector's `flush_rows`).
 const BATCH_ROWS: usize = 50_000;
 
-/// The baseline: the same delta rows, already built, inserted through the same endpoint in
-/// the same batch size.
+/// The baseline: the very batches the collector stores (every table, raw frame blocks
+/// included), already built, inserted through the same endpoint by the writer's own insert.
 async fn baseline_round(
     config: &Config,
     database: &str,
-    rows: &[DeltaRow],
+    batches: &[(Rows, Vec<RawFrameBlockRow>)],
 ) -> anyhow::Result<Duration> {
     let client = fresh_database(config, database).await?;
     let started = Instant::now();
-    for chunk in rows.chunks(BATCH_ROWS) {
-        let mut insert = client.insert::<DeltaRow>("deltas").await?;
-        for row in chunk {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
+    for (id, (rows, frame_blocks)) in (1..).zip(batches) {
+        insert_batch(&client, id, rows, frame_blocks).await?;
     }
     Ok(started.elapsed())
 }
 
-/// Parse + apply alone (no storage), to show where the time goes. Returns the delta rows,
-/// which the baseline inserts: the very rows the collector stores.
-fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize, Vec<DeltaRow>) {
+/// Parse + apply alone (no storage), to show where the time goes. Returns the batches the
+/// collector would store, which the baseline inserts.
+fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize, Vec<Rows>) {
     let mut processor = Processor::new(
         ProcessorConfig {
             record_raw_frames: args.raw_frames,
@@ -249,14 +259,14 @@ fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize, V
         if processor.pending_rows() >= BATCH_ROWS {
             let taken = processor.take_rows();
             rows += taken.len();
-            batches.push(taken.deltas);
+            batches.push(taken);
         }
     }
     let taken = processor.take_rows();
     rows += taken.len();
-    batches.push(taken.deltas);
+    batches.push(taken);
     let elapsed = started.elapsed();
-    (elapsed, rows, batches.concat())
+    (elapsed, rows, batches)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -282,12 +292,32 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         built.elapsed().as_secs_f64()
     );
     let spool = std::env::temp_dir().join(format!("kb_bench_spool_{}", std::process::id()));
-    let (elapsed, rows, deltas) = processing_round(&frames, args);
+    let (elapsed, rows, batches) = processing_round(&frames, args);
+    let deltas: Vec<DeltaRow> = batches.iter().flat_map(|b| b.deltas.clone()).collect();
     println!(
-        "  parse + apply alone: {:.0} deltas/s ({rows} rows to store for {} deltas)",
+        "  parse + apply alone: {:.0} deltas/s ({rows} rows to store for {} deltas, raw frames counted one each)",
         args.deltas as f64 / elapsed.as_secs_f64(),
         args.deltas
     );
+    let encoding = Instant::now();
+    let batches: Vec<(Rows, Vec<RawFrameBlockRow>)> = batches
+        .into_iter()
+        .map(|rows| {
+            let blocks = encode_frames(&rows);
+            (rows, blocks)
+        })
+        .collect();
+    if args.raw_frames {
+        let compressed: usize = batches
+            .iter()
+            .flat_map(|(_, blocks)| blocks.iter().map(|b| b.data.len()))
+            .sum();
+        let text: usize = frames.iter().map(String::len).sum();
+        println!(
+            "  raw frame blocks alone: {:.0} frames/s, {text} bytes of frames into {compressed}",
+            frames.len() as f64 / encoding.elapsed().as_secs_f64()
+        );
+    }
     anyhow::ensure!(
         deltas.len() == args.deltas,
         "applied {} of {} deltas",
@@ -305,17 +335,25 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         let (elapsed, client) =
             collector_round(config, &collector_database, &frames, args, &spool).await?;
         let stored = DeltaSums::stored(&client).await?;
+        let archived = archived_frames(&client).await?;
+        let expected_frames: &[String] = if args.raw_frames { &frames } else { &[] };
+        anyhow::ensure!(
+            archived == expected_frames,
+            "the collector archived {} frames, expected {} (or they differ)",
+            archived.len(),
+            expected_frames.len()
+        );
         anyhow::ensure!(
             stored == expected,
             "the collector stored {stored:?}, expected {expected:?}"
         );
         let through = args.deltas as f64 / elapsed.as_secs_f64();
         let base = args.deltas as f64
-            / baseline_round(config, &baseline_database, &deltas)
+            / baseline_round(config, &baseline_database, &batches)
                 .await?
                 .as_secs_f64();
         println!(
-            "  round {round}: collector {through:>12.0} deltas/s   baseline insert {base:>12.0} rows/s   ratio {:.2}",
+            "  round {round}: collector {through:>12.0} deltas/s   baseline insert {base:>12.0} deltas/s   ratio {:.2}",
             through / base
         );
         collector.push(through);
@@ -326,7 +364,7 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&spool);
     let (c, b) = (median(collector), median(baseline));
     println!(
-        "median: collector (parse + apply + insert) {c:.0} deltas/s; baseline (pre-built rows, same endpoint) {b:.0} rows/s; ratio {:.2}",
+        "median: collector (parse + apply + insert) {c:.0} deltas/s; baseline (the same batches pre-built, same endpoint and insert) {b:.0} deltas/s; ratio {:.2}",
         c / b
     );
     Ok(())

@@ -81,6 +81,11 @@ pub struct ClickHouseConfig {
     pub user: String,
     pub password: Secret,
     pub database: String,
+    /// Whether requests and answers are LZ4-compressed (`KALSHIBOOK_CLICKHOUSE_COMPRESSION`,
+    /// `lz4` or `none`). By default `none` when the URL names a loopback host, where there is
+    /// no network to spare and compressing only takes CPU from the server and the collector,
+    /// and `lz4` elsewhere.
+    pub compress: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -202,8 +207,23 @@ impl Config {
     /// [`ConfigError`] naming the first missing or invalid variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
+        let clickhouse_url =
+            vars.url("KALSHIBOOK_CLICKHOUSE_URL", Some("http://127.0.0.1:8123"))?;
+        let compress = match vars.raw("KALSHIBOOK_CLICKHOUSE_COMPRESSION").as_deref() {
+            None | Some("") => !names_loopback_host(&clickhouse_url),
+            Some("lz4") => true,
+            Some("none") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "KALSHIBOOK_CLICKHOUSE_COMPRESSION",
+                    value: other.to_owned(),
+                    reason: "expected lz4 or none".to_owned(),
+                });
+            }
+        };
         let clickhouse = ClickHouseConfig {
-            url: vars.url("KALSHIBOOK_CLICKHOUSE_URL", Some("http://127.0.0.1:8123"))?,
+            url: clickhouse_url,
+            compress,
             user: vars.string("KALSHIBOOK_CLICKHOUSE_USER", "default"),
             password: Secret::new(vars.string("KALSHIBOOK_CLICKHOUSE_PASSWORD", "")),
             database: vars.identifier("KALSHIBOOK_CLICKHOUSE_DATABASE", "kalshibook")?,
@@ -413,6 +433,21 @@ impl Vars<'_> {
     }
 }
 
+/// Whether `url`'s host is this machine (`localhost` or a loopback address).
+fn names_loopback_host(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -443,6 +478,52 @@ mod tests {
             every_ten.unwrap().collector.discovery_interval,
             Duration::from_secs(10)
         );
+    }
+
+    #[test]
+    fn clickhouse_compression_is_off_on_loopback_unless_asked() {
+        let compress = |pairs: &[(&str, &str)]| {
+            let mut all = vec![PG];
+            all.extend_from_slice(pairs);
+            config(&all).map(|c| c.clickhouse.compress).ok()
+        };
+        assert_eq!(compress(&[]), Some(false), "the default URL is 127.0.0.1");
+        for url in [
+            "http://localhost:8123",
+            "http://[::1]:8123",
+            "http://127.0.0.2:8123",
+        ] {
+            assert_eq!(
+                compress(&[("KALSHIBOOK_CLICKHOUSE_URL", url)]),
+                Some(false),
+                "{url}"
+            );
+        }
+        for url in ["https://ch.example.com:8443", "http://10.0.0.5:8123"] {
+            assert_eq!(
+                compress(&[("KALSHIBOOK_CLICKHOUSE_URL", url)]),
+                Some(true),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            compress(&[("KALSHIBOOK_CLICKHOUSE_COMPRESSION", "lz4")]),
+            Some(true)
+        );
+        assert_eq!(
+            compress(&[
+                ("KALSHIBOOK_CLICKHOUSE_URL", "https://ch.example.com"),
+                ("KALSHIBOOK_CLICKHOUSE_COMPRESSION", "none")
+            ]),
+            Some(false)
+        );
+        assert!(matches!(
+            config(&[PG, ("KALSHIBOOK_CLICKHOUSE_COMPRESSION", "gzip")]),
+            Err(ConfigError::Invalid {
+                name: "KALSHIBOOK_CLICKHOUSE_COMPRESSION",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ const CLICKHOUSE_TABLES: &[&str] = &[
     "markets",
     "feed_gaps",
     "raw_frames",
+    "raw_frame_blocks",
     "top_of_book",
     "trade_candles_1m",
     "trade_candles_1m_mv",

@@ -27,6 +27,11 @@ pub fn server_client(config: &ClickHouseConfig) -> clickhouse::Client {
         .with_url(&config.url)
         .with_user(&config.user)
         .with_password(config.password.expose())
+        .with_compression(if config.compress {
+            clickhouse::Compression::Lz4
+        } else {
+            clickhouse::Compression::None
+        })
 }
 
 /// Answers `SELECT 1`: the readiness check.

@@ -198,7 +198,21 @@ pub struct MarketRow {
     pub updated_at: i64,
 }
 
-/// One row of `raw_frames`: an exchange text frame exactly as received.
+/// One row of `raw_frame_blocks`: the frames of one insert batch on one connection, in order,
+/// compressed (see `crate::collector::frame_log`).
+#[derive(Clone, Debug, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct RawFrameBlockRow {
+    pub conn: u64,
+    pub first_received: i64,
+    pub last_received: i64,
+    pub frames: u32,
+    pub format: u8,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// An exchange text frame exactly as received (stored in `raw_frame_blocks`; `raw_frames`
+/// holds those of earlier versions, one row each).
 #[derive(Clone, Debug, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct RawFrameRow {
     pub conn: u64,

@@ -5,6 +5,7 @@
 //! inserts, spool while ClickHouse is away).
 
 pub mod feed;
+pub mod frame_log;
 pub mod processor;
 pub mod writer;
 

@@ -1763,10 +1763,11 @@ impl Processor {
         )
     }
 
-    /// Number of rows waiting to be taken.
+    /// Rows waiting for [`Self::take_rows`], as ClickHouse will count them: the raw frames
+    /// of a batch are stored as one compressed block, not a row each.
     #[must_use]
     pub fn pending_rows(&self) -> usize {
-        self.rows.len()
+        self.rows.len() - self.rows.raw_frames.len()
     }
 
     /// Why the current connection must be dropped and opened again, if it must: the caller

@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::frame_log;
 use super::processor::Rows;
+use crate::clickhouse::rows::RawFrameBlockRow;
 
 /// Tunables of the writer.
 #[derive(Clone, Debug)]
@@ -311,9 +313,10 @@ async fn insert_loop(client: Client, shared: Arc<Shared>, shutdown: Cancellation
                 }
             },
         };
+        let frame_blocks = encode_frames(&rows);
         let mut delay = config.retry_initial;
         loop {
-            match insert_batch(&client, id, &rows).await {
+            match insert_batch(&client, id, &rows, &frame_blocks).await {
                 Ok(count) => {
                     shared
                         .inserted_rows
@@ -375,11 +378,31 @@ fn read_spooled(dir: &Path, id: u64) -> std::io::Result<Rows> {
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 
+/// The raw frame blocks of `rows`. Compressing takes milliseconds a batch, so on a
+/// multi-threaded runtime (the collector's) the read loop's tasks move to another thread
+/// meanwhile. A frame too long to store is logged and left out.
+pub(crate) fn encode_frames(rows: &Rows) -> Vec<RawFrameBlockRow> {
+    if rows.raw_frames.is_empty() {
+        return Vec::new();
+    }
+    let encode = || {
+        frame_log::encode(&rows.raw_frames).unwrap_or_else(|error| {
+            tracing::error!(%error, "raw frames not archived");
+            Vec::new()
+        })
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(encode),
+        _ => encode(),
+    }
+}
+
 /// Inserts every table of one batch; returns the number of rows.
-async fn insert_batch(
+pub(crate) async fn insert_batch(
     client: &Client,
     id: u64,
     rows: &Rows,
+    frame_blocks: &[RawFrameBlockRow],
 ) -> Result<usize, clickhouse::error::Error> {
     let started = Instant::now();
     // The market-data tables are independent inserts, each with its own deduplication token:
@@ -392,9 +415,11 @@ async fn insert_batch(
         insert_table(client, id, "snapshots", &rows.snapshots),
         insert_table(client, id, "trades", &rows.trades),
         insert_table(client, id, "top_of_book", &rows.tops),
-        insert_table(client, id, "raw_frames", &rows.raw_frames),
+        insert_table(client, id, "raw_frame_blocks", frame_blocks),
     )?;
-    let mut count = data.0 + data.1 + data.2 + data.3 + data.4;
+    // Frames count one each, not one per block.
+    let frames = if data.4 > 0 { rows.raw_frames.len() } else { 0 };
+    let mut count = data.0 + data.1 + data.2 + data.3 + frames;
     count += insert_table(client, id, "feed_gaps", &rows.gaps).await?;
     count += insert_table(client, id, "markets", &rows.markets).await?;
     metrics::histogram!("collector_insert_seconds").record(started.elapsed().as_secs_f64());

@@ -1,0 +1,218 @@
+//! The raw frame archive: every exchange frame exactly as received, stored as one compressed
+//! block per insert batch and connection (`raw_frame_blocks`).
+//!
+//! Row by row, the frames were most of the bytes ClickHouse had to receive, sort, compress and
+//! merge; as LZ4 blocks made here they are a small fraction of them (see the V5 migration).
+//!
+//! Format 1, once the LZ4 block (size-prepended) is decompressed: for each frame, in order,
+//! `ts_received` (i64 µs), `sid` (u32), `seq` (u64), the text's length (u32), all
+//! little-endian, then the text.
+
+use crate::clickhouse::rows::{RawFrameBlockRow, RawFrameRow};
+
+pub const FORMAT: u8 = 1;
+
+/// Bytes of a record before its text.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 4;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameLogError {
+    #[error("block format {0} is not known to this version (it reads format {FORMAT})")]
+    UnknownFormat(u8),
+    #[error("block does not decompress: {0}")]
+    Corrupt(String),
+    #[error("block holds {found} frames, its row says {expected}")]
+    FrameCount { expected: u32, found: u32 },
+    #[error("a frame of {0} bytes is longer than this format can say")]
+    TooLong(usize),
+}
+
+/// The blocks for `frames` (in arrival order): one per run of frames of one connection.
+///
+/// # Errors
+/// [`FrameLogError::TooLong`] for a frame of 4 GiB or more.
+pub fn encode(frames: &[RawFrameRow]) -> Result<Vec<RawFrameBlockRow>, FrameLogError> {
+    frames
+        .chunk_by(|a, b| a.conn == b.conn)
+        .map(encode_run)
+        .collect()
+}
+
+fn encode_run(frames: &[RawFrameRow]) -> Result<RawFrameBlockRow, FrameLogError> {
+    let bytes: usize = frames.iter().map(|f| HEADER_BYTES + f.frame.len()).sum();
+    let mut plain = Vec::with_capacity(bytes);
+    for frame in frames {
+        let length = u32::try_from(frame.frame.len())
+            .map_err(|_| FrameLogError::TooLong(frame.frame.len()))?;
+        plain.extend_from_slice(&frame.ts_received.to_le_bytes());
+        plain.extend_from_slice(&frame.sid.to_le_bytes());
+        plain.extend_from_slice(&frame.seq.to_le_bytes());
+        plain.extend_from_slice(&length.to_le_bytes());
+        plain.extend_from_slice(frame.frame.as_bytes());
+    }
+    let count = u32::try_from(frames.len()).map_err(|_| FrameLogError::TooLong(frames.len()))?;
+    Ok(RawFrameBlockRow {
+        conn: frames.first().map_or(0, |f| f.conn),
+        first_received: frames.first().map_or(0, |f| f.ts_received),
+        last_received: frames.last().map_or(0, |f| f.ts_received),
+        frames: count,
+        format: FORMAT,
+        data: lz4_flex::block::compress_prepend_size(&plain),
+    })
+}
+
+/// The frames of `block`, in arrival order.
+///
+/// # Errors
+/// [`FrameLogError`] for an unknown format, a block that does not decompress or parse, or
+/// one holding another number of frames than its row says.
+pub fn decode(block: &RawFrameBlockRow) -> Result<Vec<RawFrameRow>, FrameLogError> {
+    if block.format != FORMAT {
+        return Err(FrameLogError::UnknownFormat(block.format));
+    }
+    let plain = decompress(&block.data)?;
+    let mut frames = Vec::with_capacity(block.frames as usize);
+    let mut rest = plain.as_slice();
+    while !rest.is_empty() {
+        let truncated = || FrameLogError::Corrupt("a record runs past the block's end".into());
+        let (header, after) = rest.split_at_checked(HEADER_BYTES).ok_or_else(truncated)?;
+        let field = |at: usize, len: usize| &header[at..at + len];
+        let length = u32::from_le_bytes(field(20, 4).try_into().expect("4 bytes")) as usize;
+        let (text, after) = after.split_at_checked(length).ok_or_else(truncated)?;
+        let frame = String::from_utf8(text.to_vec())
+            .map_err(|_| FrameLogError::Corrupt("a frame is not UTF-8 text".into()))?;
+        frames.push(RawFrameRow {
+            conn: block.conn,
+            ts_received: i64::from_le_bytes(field(0, 8).try_into().expect("8 bytes")),
+            sid: u32::from_le_bytes(field(8, 4).try_into().expect("4 bytes")),
+            seq: u64::from_le_bytes(field(12, 8).try_into().expect("8 bytes")),
+            frame,
+        });
+        rest = after;
+    }
+    let found = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+    if found != block.frames {
+        return Err(FrameLogError::FrameCount {
+            expected: block.frames,
+            found,
+        });
+    }
+    Ok(frames)
+}
+
+/// The size-prepended LZ4 block `data`, whose stated size is checked against what LZ4 can
+/// expand to before anything is allocated for it.
+fn decompress(data: &[u8]) -> Result<Vec<u8>, FrameLogError> {
+    let corrupt = |what: &str| FrameLogError::Corrupt(what.to_owned());
+    let (size, compressed) = data
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("no size"))?;
+    let size = u32::from_le_bytes(*size) as usize;
+    // LZ4 expands a byte to at most 255.
+    if size > compressed.len().saturating_mul(255) {
+        return Err(corrupt("a stated size LZ4 cannot reach"));
+    }
+    lz4_flex::block::decompress(compressed, size).map_err(|error| corrupt(&error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(conn: u64, seq: u64, text: &str) -> RawFrameRow {
+        RawFrameRow {
+            conn,
+            ts_received: 1_780_000_000_000_000 + seq as i64,
+            sid: 3,
+            seq,
+            frame: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn frames_come_back_exactly_one_block_per_connection() {
+        let frames = vec![
+            frame(
+                1,
+                1,
+                r#"{"type":"orderbook_snapshot","sid":3,"seq":1,"msg":{}}"#,
+            ),
+            frame(1, 2, "not json at all, \n with a newline and ünïcödé"),
+            frame(1, 0, ""),
+            frame(2, 1, r#"{"type":"orderbook_delta","sid":3,"seq":1}"#),
+        ];
+        let blocks = encode(&frames).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!((blocks[0].conn, blocks[0].frames), (1, 3));
+        assert_eq!(blocks[0].first_received, frames[0].ts_received);
+        assert_eq!(blocks[0].last_received, frames[2].ts_received);
+        assert_eq!((blocks[1].conn, blocks[1].frames), (2, 1));
+        let back: Vec<RawFrameRow> = blocks.iter().flat_map(|b| decode(b).unwrap()).collect();
+        assert_eq!(back, frames);
+        assert!(encode(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn repetitive_frames_compress_several_times() {
+        let frames: Vec<RawFrameRow> = (0..2_000)
+            .map(|seq| {
+                frame(
+                    1,
+                    seq,
+                    &format!(
+                        r#"{{"type":"orderbook_delta","sid":3,"seq":{seq},"msg":{{"market_ticker":"KXTEST-{}","price_dollars":"0.{:04}","delta_fp":"-{}.00","side":"yes","ts_ms":{}}}}}"#,
+                        seq % 20,
+                        seq % 9_999,
+                        seq % 97,
+                        1_780_000_000_000 + seq
+                    ),
+                )
+            })
+            .collect();
+        let plain: usize = frames.iter().map(|f| f.frame.len()).sum();
+        let block = &encode(&frames).unwrap()[0];
+        assert!(
+            block.data.len() * 3 < plain,
+            "{} of {plain}",
+            block.data.len()
+        );
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors_never_panics() {
+        let frames = vec![frame(1, 1, "abc"), frame(1, 2, "defgh")];
+        let good = encode(&frames).unwrap().remove(0);
+        let unknown = RawFrameBlockRow {
+            format: 9,
+            ..good.clone()
+        };
+        assert_eq!(decode(&unknown), Err(FrameLogError::UnknownFormat(9)));
+        let miscounted = RawFrameBlockRow {
+            frames: 3,
+            ..good.clone()
+        };
+        assert_eq!(
+            decode(&miscounted),
+            Err(FrameLogError::FrameCount {
+                expected: 3,
+                found: 2
+            })
+        );
+        // Every truncation and every single-byte change either decodes or is an error.
+        for cut in 0..good.data.len() {
+            let truncated = RawFrameBlockRow {
+                data: good.data[..cut].to_vec(),
+                ..good.clone()
+            };
+            assert!(decode(&truncated).is_err(), "cut at {cut}");
+        }
+        for at in 0..good.data.len() {
+            let mut data = good.data.clone();
+            data[at] ^= 0x5a;
+            let _ = decode(&RawFrameBlockRow {
+                data,
+                ..good.clone()
+            });
+        }
+    }
+}
