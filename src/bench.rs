@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use crate::clickhouse::rows::{DeltaRow, RawFrameBlockRow};
 use crate::collector::frame_log::decode;
 use crate::collector::processor::{Processor, ProcessorConfig, Rows};
-use crate::collector::writer::{Writer, WriterConfig, encode_frames, insert_batch};
+use crate::collector::writer::{Writer, WriterConfig, insert_batch};
 use crate::config::Config;
 
 /// Options of `bench ingest`.
@@ -303,7 +303,7 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
     let batches: Vec<(Rows, Vec<RawFrameBlockRow>)> = batches
         .into_iter()
         .map(|rows| {
-            let blocks = encode_frames(&rows);
+            let blocks = rows.raw_frames.encode();
             (rows, blocks)
         })
         .collect();

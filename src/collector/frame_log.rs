@@ -8,6 +8,10 @@
 //! `ts_received` (i64 µs), `sid` (u32), `seq` (u64), the text's length (u32), all
 //! little-endian, then the text.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::clickhouse::rows::{RawFrameBlockRow, RawFrameRow};
 
 pub const FORMAT: u8 = 1;
@@ -23,42 +27,115 @@ pub enum FrameLogError {
     Corrupt(String),
     #[error("block holds {found} frames, its row says {expected}")]
     FrameCount { expected: u32, found: u32 },
-    #[error("a frame of {0} bytes is longer than this format can say")]
-    TooLong(usize),
 }
 
-/// The blocks for `frames` (in arrival order): one per run of frames of one connection.
-///
-/// # Errors
-/// [`FrameLogError::TooLong`] for a frame of 4 GiB or more.
-pub fn encode(frames: &[RawFrameRow]) -> Result<Vec<RawFrameBlockRow>, FrameLogError> {
-    frames
-        .chunk_by(|a, b| a.conn == b.conn)
-        .map(encode_run)
-        .collect()
+/// Frames as they arrive, already laid out as format-1 records in one buffer: keeping a
+/// frame is one copy of its text, not an allocation, and a block is the buffer compressed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FrameLog {
+    /// Format-1 records, in arrival order (base64 in the spool's JSON).
+    #[serde(serialize_with = "to_base64", deserialize_with = "from_base64")]
+    records: Vec<u8>,
+    /// The frames of each connection in turn.
+    runs: Vec<Run>,
 }
 
-fn encode_run(frames: &[RawFrameRow]) -> Result<RawFrameBlockRow, FrameLogError> {
-    let bytes: usize = frames.iter().map(|f| HEADER_BYTES + f.frame.len()).sum();
-    let mut plain = Vec::with_capacity(bytes);
-    for frame in frames {
-        let length = u32::try_from(frame.frame.len())
-            .map_err(|_| FrameLogError::TooLong(frame.frame.len()))?;
-        plain.extend_from_slice(&frame.ts_received.to_le_bytes());
-        plain.extend_from_slice(&frame.sid.to_le_bytes());
-        plain.extend_from_slice(&frame.seq.to_le_bytes());
-        plain.extend_from_slice(&length.to_le_bytes());
-        plain.extend_from_slice(frame.frame.as_bytes());
+#[derive(Debug, Serialize, Deserialize)]
+struct Run {
+    conn: u64,
+    /// Where its records end in `records`.
+    end: usize,
+    frames: u32,
+    first_received: i64,
+    last_received: i64,
+}
+
+impl FrameLog {
+    /// An empty log with room for `bytes` of records.
+    #[must_use]
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(bytes),
+            runs: Vec::new(),
+        }
     }
-    let count = u32::try_from(frames.len()).map_err(|_| FrameLogError::TooLong(frames.len()))?;
-    Ok(RawFrameBlockRow {
-        conn: frames.first().map_or(0, |f| f.conn),
-        first_received: frames.first().map_or(0, |f| f.ts_received),
-        last_received: frames.last().map_or(0, |f| f.ts_received),
-        frames: count,
-        format: FORMAT,
-        data: lz4_flex::block::compress_prepend_size(&plain),
-    })
+
+    /// Keeps `text`, received at `ts_received` (µs) on connection `conn` as `seq` of `sid`.
+    /// A frame of 4 GiB or more (which no WebSocket reader here accepts) is left out.
+    pub fn push(&mut self, conn: u64, ts_received: i64, sid: u32, seq: u64, text: &str) {
+        let Ok(length) = u32::try_from(text.len()) else {
+            tracing::error!(bytes = text.len(), "frame too long to archive");
+            return;
+        };
+        self.records.reserve(HEADER_BYTES + text.len());
+        self.records.extend_from_slice(&ts_received.to_le_bytes());
+        self.records.extend_from_slice(&sid.to_le_bytes());
+        self.records.extend_from_slice(&seq.to_le_bytes());
+        self.records.extend_from_slice(&length.to_le_bytes());
+        self.records.extend_from_slice(text.as_bytes());
+        let end = self.records.len();
+        match self.runs.last_mut() {
+            Some(run) if run.conn == conn && run.frames < u32::MAX => {
+                run.end = end;
+                run.frames += 1;
+                run.last_received = ts_received;
+            }
+            _ => self.runs.push(Run {
+                conn,
+                end,
+                frames: 1,
+                first_received: ts_received,
+                last_received: ts_received,
+            }),
+        }
+    }
+
+    /// Frames kept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|run| run.frames as usize).sum()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Bytes held.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The blocks to store: one per run of frames of one connection.
+    #[must_use]
+    pub fn encode(&self) -> Vec<RawFrameBlockRow> {
+        let mut start = 0;
+        self.runs
+            .iter()
+            .map(|run| {
+                let records = &self.records[start..run.end];
+                start = run.end;
+                RawFrameBlockRow {
+                    conn: run.conn,
+                    first_received: run.first_received,
+                    last_received: run.last_received,
+                    frames: run.frames,
+                    format: FORMAT,
+                    data: lz4_flex::block::compress_prepend_size(records),
+                }
+            })
+            .collect()
+    }
+}
+
+fn to_base64<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&STANDARD.encode(bytes))
+}
+
+fn from_base64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    STANDARD.decode(text).map_err(serde::de::Error::custom)
 }
 
 /// The frames of `block`, in arrival order.
@@ -129,6 +206,15 @@ mod tests {
         }
     }
 
+    fn encode(frames: &[RawFrameRow]) -> Vec<RawFrameBlockRow> {
+        let mut log = FrameLog::default();
+        for f in frames {
+            log.push(f.conn, f.ts_received, f.sid, f.seq, &f.frame);
+        }
+        assert_eq!(log.len(), frames.len());
+        log.encode()
+    }
+
     #[test]
     fn frames_come_back_exactly_one_block_per_connection() {
         let frames = vec![
@@ -141,7 +227,7 @@ mod tests {
             frame(1, 0, ""),
             frame(2, 1, r#"{"type":"orderbook_delta","sid":3,"seq":1}"#),
         ];
-        let blocks = encode(&frames).unwrap();
+        let blocks = encode(&frames);
         assert_eq!(blocks.len(), 2);
         assert_eq!((blocks[0].conn, blocks[0].frames), (1, 3));
         assert_eq!(blocks[0].first_received, frames[0].ts_received);
@@ -149,7 +235,21 @@ mod tests {
         assert_eq!((blocks[1].conn, blocks[1].frames), (2, 1));
         let back: Vec<RawFrameRow> = blocks.iter().flat_map(|b| decode(b).unwrap()).collect();
         assert_eq!(back, frames);
-        assert!(encode(&[]).unwrap().is_empty());
+        assert!(encode(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_log_survives_the_spools_json() {
+        let mut log = FrameLog::default();
+        log.push(1, 10, 3, 1, r#"{"type":"ok","sid":3,"seq":1}"#);
+        log.push(2, 11, 0, 0, "garbage\u{0}\n");
+        let json = serde_json::to_string(&log).unwrap();
+        let back: FrameLog = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.encode(), log.encode());
+        assert!(
+            serde_json::from_str::<FrameLog>(r#"{"records":"not base64!","runs":[]}"#).is_err()
+        );
     }
 
     #[test]
@@ -170,7 +270,7 @@ mod tests {
             })
             .collect();
         let plain: usize = frames.iter().map(|f| f.frame.len()).sum();
-        let block = &encode(&frames).unwrap()[0];
+        let block = &encode(&frames)[0];
         assert!(
             block.data.len() * 3 < plain,
             "{} of {plain}",
@@ -181,7 +281,7 @@ mod tests {
     #[test]
     fn damaged_blocks_are_errors_never_panics() {
         let frames = vec![frame(1, 1, "abc"), frame(1, 2, "defgh")];
-        let good = encode(&frames).unwrap().remove(0);
+        let good = encode(&frames).remove(0);
         let unknown = RawFrameBlockRow {
             format: 9,
             ..good.clone()

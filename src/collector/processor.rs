@@ -15,9 +15,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use super::frame_log::FrameLog;
 use crate::clickhouse::rows::{
-    DeltaRow, FeedGapRow, GapKind, MarketRow, RawFrameRow, SnapshotPlace, SnapshotRow,
-    SnapshotSource, TopOfBookRow, TradeRow, side_code,
+    DeltaRow, FeedGapRow, GapKind, MarketRow, SnapshotPlace, SnapshotRow, SnapshotSource,
+    TopOfBookRow, TradeRow, side_code,
 };
 use crate::kalshi::commands::{self, UpdateAction};
 use crate::kalshi::parse::{Body, DeltaUpdate, Frame, LifecycleUpdate, TradeUpdate, parse_frame};
@@ -142,7 +143,7 @@ pub struct Rows {
     pub gaps: Vec<FeedGapRow>,
     pub tops: Vec<TopOfBookRow>,
     pub markets: Vec<MarketRow>,
-    pub raw_frames: Vec<RawFrameRow>,
+    pub raw_frames: FrameLog,
 }
 
 impl Rows {
@@ -638,13 +639,9 @@ impl Processor {
         if self.config.record_raw_frames
             && let Some(conn) = &self.conn
         {
-            self.rows.raw_frames.push(RawFrameRow {
-                conn: conn.id,
-                ts_received: ts_received_us,
-                sid,
-                seq,
-                frame: text.to_owned(),
-            });
+            self.rows
+                .raw_frames
+                .push(conn.id, ts_received_us, sid, seq, text);
         }
     }
 
@@ -1754,10 +1751,12 @@ impl Processor {
         // The next batch is likely as large as this one: size its delta rows up front rather
         // than grow them by doubling (a copy of everything at each step).
         let deltas = Vec::with_capacity(self.rows.deltas.len());
+        let raw_frames = FrameLog::with_capacity(self.rows.raw_frames.bytes());
         std::mem::replace(
             &mut self.rows,
             Rows {
                 deltas,
+                raw_frames,
                 ..Rows::default()
             },
         )
