@@ -271,7 +271,7 @@ fn estimate_bytes(rows: &Rows) -> usize {
 }
 
 enum Next {
-    Memory(Batch),
+    Memory(Box<Batch>),
     Spooled(u64),
 }
 
@@ -286,7 +286,7 @@ fn next_batch(shared: &Shared) -> Option<Next> {
         (_, Some(_)) => {
             let batch = queue.memory.pop_front().expect("front exists");
             queue.memory_bytes -= batch.bytes;
-            Some(Next::Memory(batch))
+            Some(Next::Memory(Box::new(batch)))
         }
         (None, None) => None,
     }
@@ -307,7 +307,15 @@ async fn insert_loop(client: Client, shared: Arc<Shared>, shutdown: Cancellation
             }
         };
         let (id, rows, frame_blocks) = match next {
-            Next::Memory(batch) => (batch.id, batch.rows, batch.frame_blocks),
+            Next::Memory(batch) => {
+                let Batch {
+                    id,
+                    rows,
+                    frame_blocks,
+                    ..
+                } = *batch;
+                (id, rows, frame_blocks)
+            }
             Next::Spooled(id) => match read_spooled(&config.spool_dir, id) {
                 Ok(rows) => {
                     let frame_blocks = rows.raw_frames.encode();
