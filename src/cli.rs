@@ -41,6 +41,9 @@ pub enum Command {
     Credits(admin::CreditsCommand),
     /// Export market data (Parquet/CSV).
     Export,
+    /// Print the exchange frames the collector archived, exactly as received, one JSON object
+    /// a line: `{"conn", "ts_received" (Unix µs), "sid", "seq", "frame"}`.
+    RawFrames(RawFramesArgs),
     /// Run a benchmark.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -63,6 +66,32 @@ pub enum BenchCommand {
     /// p50/p99 of the same query through the API with authentication, rate limiting and
     /// credit metering on and off, in one run, and the latency they add.
     Auth(crate::bench::AuthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RawFramesArgs {
+    /// Received at or after: RFC 3339 (`2026-12-05T04:00:00Z`) or Unix microseconds.
+    #[arg(long, value_parser = parse_instant)]
+    pub from: i64,
+    /// Received before: RFC 3339 or Unix microseconds.
+    #[arg(long, value_parser = parse_instant)]
+    pub to: i64,
+    /// Only this connection (the `conn` of `feed_gaps` and of stored rows).
+    #[arg(long)]
+    pub conn: Option<u64>,
+}
+
+/// An instant as Unix microseconds, from RFC 3339 text or a number of microseconds.
+fn parse_instant(text: &str) -> Result<i64, String> {
+    if let Ok(micros) = text.parse::<i64>() {
+        return Ok(micros);
+    }
+    let at = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("expected RFC 3339 or Unix microseconds: {e}"))?;
+    let since_epoch = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "before 1970".to_owned())?;
+    i64::try_from(since_epoch.as_micros()).map_err(|_| "too far in the future".to_owned())
 }
 
 /// Runs one command to completion.
@@ -138,6 +167,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts(command) => admin::accounts(command).await,
         Command::Keys(command) => admin::keys(command).await,
         Command::Credits(command) => admin::credits(command).await,
+        Command::RawFrames(args) => {
+            use std::io::Write;
+            let config = Config::from_env()?;
+            telemetry::init_logging(&config.log)?;
+            let client = crate::clickhouse::client(&config.clickhouse);
+            let frames =
+                crate::collector::frame_log::frames_between(&client, args.from, args.to, args.conn)
+                    .await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for frame in &frames {
+                serde_json::to_writer(&mut out, frame)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
         Command::Export => {
             anyhow::bail!("`{:?}` is not yet available in this build", cli.command)
         }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use common::{PrivateClickHouse, TestEnv};
 use kalshibook::clickhouse::rows::DeltaRow;
+use kalshibook::clickhouse::rows::RawFrameRow;
+use kalshibook::collector::frame_log::frames_between;
 use kalshibook::collector::processor::Rows;
 use kalshibook::collector::writer::{Writer, WriterConfig};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,33 @@ fn deltas(from: u64, count: u64) -> Rows {
             .collect(),
         ..Rows::default()
     }
+}
+
+/// `rows` with, for each delta, the frame it came in (as the collector archives it).
+fn with_frames(mut rows: Rows) -> Rows {
+    for delta in &rows.deltas {
+        rows.raw_frames.push(
+            delta.conn,
+            delta.ts_received,
+            delta.sid,
+            delta.seq,
+            &format!(
+                r#"{{"type":"orderbook_delta","sid":1,"seq":{}}}"#,
+                delta.seq
+            ),
+        );
+    }
+    rows
+}
+
+/// The `seq` of every archived frame, in the order they are read back.
+async fn archived_seqs(client: &clickhouse::Client) -> Vec<u64> {
+    frames_between(client, 0, i64::MAX, None)
+        .await
+        .expect("archived frames")
+        .iter()
+        .map(|f| f.seq)
+        .collect()
 }
 
 /// (rows, distinct seqs) in `deltas`.
@@ -108,11 +137,11 @@ async fn an_outage_loses_nothing_and_doubles_nothing() {
     let shutdown = CancellationToken::new();
     let (writer, task) = Writer::start(client.clone(), writer_config, shutdown.clone()).unwrap();
 
-    writer.submit(deltas(0, 1_000));
+    writer.submit(with_frames(deltas(0, 1_000)));
     writer.flushed().await;
     clickhouse.stop().await;
     for batch in 1..10 {
-        writer.submit(deltas(batch * 1_000, 1_000));
+        writer.submit(with_frames(deltas(batch * 1_000, 1_000)));
     }
     let status = writer.status();
     assert!(
@@ -124,6 +153,11 @@ async fn an_outage_loses_nothing_and_doubles_nothing() {
     clickhouse.resume().await;
     writer.flushed().await;
     assert_eq!(counts(&client).await, (10_000, 10_000));
+    assert_eq!(
+        archived_seqs(&client).await,
+        (0..10_000).collect::<Vec<u64>>(),
+        "every frame archived once, in order, through the spool"
+    );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "spool drained");
     shutdown.cancel();
     task.await.unwrap();
@@ -181,4 +215,54 @@ async fn bench_ingest_stores_every_delta_once_with_raw_frames() {
     kalshibook::bench::ingest(&env.config, &args)
         .await
         .expect("every delta applied and stored once");
+}
+
+/// Archived frames read back by time range and connection: blocks cut at the range's ends,
+/// and frames earlier versions stored a row each (`raw_frames`) among them.
+#[tokio::test]
+async fn archived_frames_read_back_by_range_and_connection() {
+    let env = TestEnv::migrated().await;
+    let client = env.clickhouse();
+    let dir = spool_dir(&env);
+    let shutdown = CancellationToken::new();
+    let (writer, task) = Writer::start(client.clone(), config(&dir), shutdown.clone()).unwrap();
+    let mut rows = with_frames(deltas(0, 100));
+    for delta in deltas(100, 10).deltas {
+        rows.raw_frames
+            .push(9, delta.ts_received, 4, delta.seq, "another connection");
+    }
+    writer.submit(rows);
+    writer.flushed().await;
+    let legacy = RawFrameRow {
+        conn: 5,
+        ts_received: 1_780_000_000_000_050,
+        sid: 2,
+        seq: 77,
+        frame: "stored by an earlier version".to_owned(),
+    };
+    let mut insert = client.insert::<RawFrameRow>("raw_frames").await.unwrap();
+    insert.write(&legacy).await.unwrap();
+    insert.end().await.unwrap();
+
+    let t = |seq: i64| 1_780_000_000_000_000 + seq;
+    let range = frames_between(&client, t(40), t(105), None).await.unwrap();
+    let conns: Vec<(u64, u64)> = range.iter().map(|f| (f.conn, f.seq)).collect();
+    let mut expected: Vec<(u64, u64)> = (40..100).map(|seq| (1, seq)).collect();
+    expected.push((5, 77));
+    expected.extend((100..105).map(|seq| (9, seq)));
+    assert_eq!(conns, expected);
+    assert_eq!(range[60], legacy);
+    assert_eq!(
+        range[0].frame,
+        r#"{"type":"orderbook_delta","sid":1,"seq":40}"#
+    );
+    let only = frames_between(&client, t(0), t(200), Some(9))
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 10);
+    assert!(only.iter().all(|f| f.conn == 9 && f.sid == 4));
+    shutdown.cancel();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
 }

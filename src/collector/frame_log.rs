@@ -192,6 +192,54 @@ fn decompress(data: &[u8]) -> Result<Vec<u8>, FrameLogError> {
     lz4_flex::block::decompress(compressed, size).map_err(|error| corrupt(&error.to_string()))
 }
 
+/// The archived frames received in `[from_us, to_us)` (Unix µs), of connection `conn` or of
+/// all, by connection and then in arrival order; frames that earlier versions stored a row
+/// each (`raw_frames`) included.
+///
+/// # Errors
+/// When ClickHouse fails, or a block does not decode.
+pub async fn frames_between(
+    client: &clickhouse::Client,
+    from_us: i64,
+    to_us: i64,
+    conn: Option<u64>,
+) -> anyhow::Result<Vec<RawFrameRow>> {
+    let conn_filter = if conn.is_some() { "AND conn = ?" } else { "" };
+    let mut blocks = client
+        .query(&format!(
+            "SELECT ?fields FROM raw_frame_blocks \
+             WHERE last_received >= fromUnixTimestamp64Micro(?) \
+               AND first_received < fromUnixTimestamp64Micro(?) {conn_filter} \
+             ORDER BY conn, first_received"
+        ))
+        .bind(from_us)
+        .bind(to_us);
+    let mut rows = client
+        .query(&format!(
+            "SELECT ?fields FROM raw_frames \
+             WHERE ts_received >= fromUnixTimestamp64Micro(?) \
+               AND ts_received < fromUnixTimestamp64Micro(?) {conn_filter} \
+             ORDER BY conn, ts_received, seq"
+        ))
+        .bind(from_us)
+        .bind(to_us);
+    if let Some(conn) = conn {
+        blocks = blocks.bind(conn);
+        rows = rows.bind(conn);
+    }
+    let mut frames = rows.fetch_all::<RawFrameRow>().await?;
+    for block in blocks.fetch_all::<RawFrameBlockRow>().await? {
+        frames.extend(
+            decode(&block)?
+                .into_iter()
+                .filter(|f| (from_us..to_us).contains(&f.ts_received)),
+        );
+    }
+    // Stable: a connection's frames keep their arrival order.
+    frames.sort_by_key(|f| f.conn);
+    Ok(frames)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
