@@ -364,7 +364,13 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&spool);
     // Each round's two measurements are taken one after the other, so their ratio is
     // steadier than the ratio of the medians when the machine's speed drifts over the run.
-    let paired = median(collector.iter().zip(&baseline).map(|(c, b)| c / b).collect());
+    let paired = median(
+        collector
+            .iter()
+            .zip(&baseline)
+            .map(|(c, b)| c / b)
+            .collect(),
+    );
     let (c, b) = (median(collector), median(baseline));
     println!(
         "median: collector (parse + apply + insert) {c:.0} deltas/s; baseline (the same batches pre-built, same endpoint and insert) {b:.0} deltas/s; ratio {:.2} (median of the rounds' ratios {paired:.2})",

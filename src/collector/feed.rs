@@ -115,8 +115,8 @@ pub async fn run(
     while !shutdown.is_cancelled() {
         match connect(&config.ws_url, signer.as_deref()).await {
             Ok(socket) => {
-                backoff = config.backoff_initial;
                 health.connected.store(true, Ordering::Relaxed);
+                let opened = std::time::Instant::now();
                 let reason = session(
                     &config,
                     socket,
@@ -135,6 +135,7 @@ pub async fn run(
                 }
                 processor.disconnect(&reason);
                 writer.submit(processor.take_rows());
+                backoff = backoff_after_session(backoff, opened.elapsed(), &config);
             }
             Err(error) => tracing::warn!(%error, "cannot connect to the exchange"),
         }
@@ -154,6 +155,21 @@ pub async fn run(
     }
     discovery.abort();
     writer.submit(processor.take_rows());
+}
+
+/// A connection that lasted this long was a working one: the next reconnect starts from the
+/// shortest wait again.
+const STABLE_CONNECTION: Duration = Duration::from_secs(5);
+
+/// The backoff after a session that lasted `lasted`: reset only after a stable one, so an
+/// exchange that accepts connections and drops them at once is not redialled four times a
+/// second for ever.
+fn backoff_after_session(backoff: Duration, lasted: Duration, config: &FeedConfig) -> Duration {
+    if lasted >= STABLE_CONNECTION {
+        config.backoff_initial
+    } else {
+        backoff
+    }
 }
 
 type Socket =
@@ -314,5 +330,25 @@ async fn discover_forever(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stable_connection_resets_the_backoff() {
+        let config = FeedConfig::new("ws://x".into(), "http://x".into());
+        let grown = Duration::from_secs(8);
+        // Accepted and dropped at once: the wait keeps growing.
+        assert_eq!(
+            backoff_after_session(grown, Duration::from_millis(40), &config),
+            grown
+        );
+        assert_eq!(
+            backoff_after_session(grown, STABLE_CONNECTION, &config),
+            config.backoff_initial
+        );
     }
 }
