@@ -900,6 +900,37 @@ impl Processor {
         }
     }
 
+    /// Book data of `market` on `sid`, a subscription we never saw confirmed: when `market`'s
+    /// shard is still waiting for its `subscribed` reply, that reply was lost and `sid` is
+    /// the shard's. Taken as such, so that a gap on it makes its books unknown.
+    fn confirm_orderbook_sid(&mut self, sid: u32, market: &str) {
+        let Some(shard) = self.markets.get(market).and_then(|state| state.shard) else {
+            return;
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Some(entry) = conn
+            .shards
+            .get_mut(shard)
+            .filter(|entry| entry.sid.is_none())
+        else {
+            return;
+        };
+        entry.sid = Some(sid);
+        if let Some(state) = conn.sids.get_mut(&sid) {
+            state.channel = Channel::Orderbook(shard);
+        }
+        conn.pending.retain(|_, pending| {
+            !matches!(pending, Pending::Subscribe(Channel::Orderbook(s)) if *s == shard)
+        });
+        tracing::warn!(
+            sid,
+            shard,
+            "orderbook subscription known by its data: its `subscribed` reply was lost"
+        );
+    }
+
     /// Whether `sid` is not the subscription `market` is on: the exchange can hold a market on
     /// two (an add whose reply we took for lost), and each sends every change.
     fn is_foreign(&self, market: &str, sid: u32) -> bool {
@@ -929,6 +960,14 @@ impl Processor {
         seq: u64,
         ts_received_us: i64,
     ) {
+        let unconfirmed = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.sids.get(&sid))
+            .is_some_and(|state| state.channel == Channel::Other);
+        if unconfirmed {
+            self.confirm_orderbook_sid(sid, market);
+        }
         if self.is_foreign(market, sid) {
             self.stats.foreign_frames += 1;
             return;
@@ -1065,8 +1104,13 @@ impl Processor {
             .map_or(ts_received_us, |ms| ms.saturating_mul(1000));
         self.observe_exchange_time(exchange_us, ts_received_us);
         self.place_unplaced(Some(sid), |_| exchange_us);
+        let mut unconfirmed = false;
         if let Some(state) = self.conn.as_mut().and_then(|c| c.sids.get_mut(&sid)) {
             state.clock_us = Some(state.clock_us.map_or(exchange_us, |c| c.max(exchange_us)));
+            unconfirmed = state.channel == Channel::Other;
+        }
+        if unconfirmed {
+            self.confirm_orderbook_sid(sid, &delta.market);
         }
         let position = self.position(sid, seq);
         let Some(state) = self.markets.get_mut(&delta.market) else {
@@ -1267,12 +1311,16 @@ impl Processor {
             return;
         };
         let pending = id.and_then(|id| conn.pending.get(&id));
-        let kind = match (channel, pending) {
-            (ORDERBOOK, Some(Pending::Subscribe(Channel::Orderbook(shard)))) => {
+        // A reply that comes after its subscription's data already told which shard it is
+        // (see `confirm_orderbook_sid`) keeps that.
+        let known = conn.sids.get(&sid).map(|state| state.channel);
+        let kind = match (channel, pending, known) {
+            (ORDERBOOK, Some(Pending::Subscribe(Channel::Orderbook(shard))), _) => {
                 Channel::Orderbook(*shard)
             }
-            (TRADE, _) => Channel::Trade,
-            (LIFECYCLE, _) => Channel::Lifecycle,
+            (ORDERBOOK, _, Some(known @ Channel::Orderbook(_))) => known,
+            (TRADE, _, _) => Channel::Trade,
+            (LIFECYCLE, _, _) => Channel::Lifecycle,
             _ => Channel::Other,
         };
         if let Channel::Orderbook(shard) = kind
@@ -1283,12 +1331,13 @@ impl Processor {
         // A new subscription's sequence starts at 1: a lost first frame (its snapshot) is a
         // gap like any other. (Frames seen before the reply, never expected, keep their count.)
         let next_seq = conn.sids.get(&sid).and_then(|s| s.next_seq).or(Some(1));
+        let clock_us = conn.sids.get(&sid).and_then(|s| s.clock_us);
         conn.sids.insert(
             sid,
             SidState {
                 channel: kind,
                 next_seq,
-                clock_us: None,
+                clock_us,
             },
         );
         // One `subscribed` per channel; drop the pending entry once all channels replied.

@@ -1371,3 +1371,80 @@ fn a_market_leaving_discovery_waits_for_its_closing_snapshot() {
     );
     assert_eq!(p.book(B), None, "no longer watched: unknown");
 }
+
+/// A lost `subscribed` reply: the subscription is known by the book data that comes on it,
+/// so a gap on it still makes its books unknown and asks for their snapshots.
+#[test]
+fn an_orderbook_subscription_whose_reply_was_lost_is_known_by_its_data() {
+    let mut p = Processor::new(ProcessorConfig::default(), None);
+    p.set_markets(vec![meta(A), meta(B)], T0);
+    p.connect(T0);
+    p.take_commands();
+    // No `subscribed` for the orderbook subscription (id 3); its snapshots come on sid 3.
+    send(
+        &mut p,
+        snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
+        T0 + 10,
+    );
+    send(
+        &mut p,
+        snapshot(3, 2, B, &[("0.0010", "1.00")], &[]),
+        T0 + 20,
+    );
+    send(
+        &mut p,
+        delta(3, 3, A, "yes", "0.4200", "1.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    assert_eq!(
+        level(&p, A, Side::Yes, "0.4200"),
+        Some("11.00".parse().unwrap())
+    );
+    p.take_rows();
+    // Seq 4 is lost.
+    send(
+        &mut p,
+        delta(3, 5, B, "yes", "0.0010", "1.00", 1_780_000_000_200),
+        T0 + 200_000,
+    );
+    assert_eq!(p.book(A), None, "the gap made the shard's books unknown");
+    assert_eq!(p.book(B), None);
+    let gaps = p.take_rows().gaps;
+    let mut markets: Vec<&str> = gaps.iter().map(|g| g.market.as_str()).collect();
+    markets.sort_unstable();
+    assert_eq!(markets, vec![A, B], "{gaps:?}");
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    assert_eq!(sent[0]["params"]["sid"], 3);
+    // The reply turns up after all: it changes nothing, and a later gap still counts.
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 3, "msg": {"channel": "orderbook_delta", "sid": 3}}),
+        T0 + 250_000,
+    );
+    send(
+        &mut p,
+        snapshot(3, 6, A, &[("0.4200", "10.00")], &[]),
+        T0 + 300_000,
+    );
+    send(
+        &mut p,
+        snapshot(3, 7, B, &[("0.0010", "1.00")], &[]),
+        T0 + 300_000,
+    );
+    p.take_rows();
+    send(
+        &mut p,
+        delta(3, 9, A, "yes", "0.4200", "1.00", 1_780_000_000_400),
+        T0 + 400_000,
+    );
+    assert_eq!(p.book(A), None);
+    let opened = p
+        .take_rows()
+        .gaps
+        .iter()
+        .filter(|g| g.ts_end.is_none() && g.kind == GapKind::SequenceGap as i8)
+        .count();
+    assert_eq!(opened, 2);
+}
