@@ -13,6 +13,7 @@ use crate::collector::frame_log::decode;
 use crate::collector::processor::{Processor, ProcessorConfig, Rows};
 use crate::collector::writer::{Writer, WriterConfig, insert_batch};
 use crate::config::Config;
+use crate::market::MarketMeta;
 
 /// Options of `bench ingest`.
 #[derive(Clone, Debug, Args)]
@@ -130,6 +131,7 @@ async fn collector_round(
     config: &Config,
     database: &str,
     frames: &[String],
+    markets: &[String],
     args: &IngestArgs,
     spool: &std::path::Path,
 ) -> anyhow::Result<(Duration, clickhouse::Client)> {
@@ -140,15 +142,7 @@ async fn collector_round(
         WriterConfig::new(spool.to_owned()),
         shutdown.clone(),
     )?;
-    let mut processor = Processor::new(
-        ProcessorConfig {
-            record_raw_frames: args.raw_frames,
-            ..ProcessorConfig::default()
-        },
-        None,
-    );
-    processor.connect(1_780_000_000_000_000);
-    processor.take_commands();
+    let mut processor = subscribed_processor(args, markets);
     let started = Instant::now();
     for (i, frame) in frames.iter().enumerate() {
         processor.on_text(frame, 1_780_000_000_000_000 + i as i64);
@@ -239,9 +233,9 @@ async fn baseline_round(
     Ok(started.elapsed())
 }
 
-/// Parse + apply alone (no storage), to show where the time goes. Returns the batches the
-/// collector would store, which the baseline inserts.
-fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize, Vec<Rows>) {
+/// A connected processor recording `markets`, as the collector's after discovery: its
+/// subscriptions are the ones `exchange_frames` confirms (ids 1, 2, then 3 on).
+fn subscribed_processor(args: &IngestArgs, markets: &[String]) -> Processor {
     let mut processor = Processor::new(
         ProcessorConfig {
             record_raw_frames: args.raw_frames,
@@ -249,8 +243,28 @@ fn processing_round(frames: &[String], args: &IngestArgs) -> (Duration, usize, V
         },
         None,
     );
+    let metas = markets
+        .iter()
+        .map(|ticker| MarketMeta {
+            ticker: ticker.clone(),
+            status: "active".to_owned(),
+            ..MarketMeta::default()
+        })
+        .collect();
+    processor.set_markets(metas, 1_780_000_000_000_000);
     processor.connect(1_780_000_000_000_000);
     processor.take_commands();
+    processor
+}
+
+/// Parse + apply alone (no storage), to show where the time goes. Returns the batches the
+/// collector would store, which the baseline inserts.
+fn processing_round(
+    frames: &[String],
+    markets: &[String],
+    args: &IngestArgs,
+) -> (Duration, usize, Vec<Rows>) {
+    let mut processor = subscribed_processor(args, markets);
     let mut batches = Vec::new();
     let started = Instant::now();
     let mut rows = 0;
@@ -285,14 +299,14 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         args.deltas, args.markets, args.rounds, args.raw_frames, config.clickhouse.url
     );
     let built = Instant::now();
-    let (frames, _) = exchange_frames(args);
+    let (frames, markets) = exchange_frames(args);
     println!(
         "  built {} exchange frames in {:.1} s",
         frames.len(),
         built.elapsed().as_secs_f64()
     );
     let spool = std::env::temp_dir().join(format!("kb_bench_spool_{}", std::process::id()));
-    let (elapsed, rows, batches) = processing_round(&frames, args);
+    let (elapsed, rows, batches) = processing_round(&frames, &markets, args);
     let deltas: Vec<DeltaRow> = batches.iter().flat_map(|b| b.deltas.clone()).collect();
     println!(
         "  parse + apply alone: {:.0} deltas/s ({rows} rows to store for {} deltas, raw frames counted one each)",
@@ -333,7 +347,7 @@ pub async fn ingest(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
     let mut baseline = Vec::new();
     for round in 1..=args.rounds.max(1) {
         let (elapsed, client) =
-            collector_round(config, &collector_database, &frames, args, &spool).await?;
+            collector_round(config, &collector_database, &frames, &markets, args, &spool).await?;
         let stored = DeltaSums::stored(&client).await?;
         let archived = archived_frames(&client).await?;
         let expected_frames: &[String] = if args.raw_frames { &frames } else { &[] };
