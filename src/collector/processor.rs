@@ -934,14 +934,8 @@ impl Processor {
     /// Whether `sid` is not the subscription `market` is on: the exchange can hold a market on
     /// two (an add whose reply we took for lost), and each sends every change.
     fn is_foreign(&self, market: &str, sid: u32) -> bool {
-        let Some(conn) = &self.conn else {
-            return false;
-        };
-        self.markets
-            .get(market)
-            .and_then(|state| state.shard)
-            .and_then(|shard| conn.shards.get(shard)?.sid)
-            .is_some_and(|own| own != sid)
+        let shard = self.markets.get(market).and_then(|state| state.shard);
+        on_another_sid(self.conn.as_ref(), shard, sid)
     }
 
     fn position(&self, sid: u32, seq: u64) -> FeedPosition {
@@ -1117,10 +1111,7 @@ impl Processor {
             self.stats.dropped_deltas += 1;
             return;
         };
-        let own_sid = state
-            .shard
-            .and_then(|shard| self.conn.as_ref()?.shards.get(shard)?.sid);
-        if own_sid.is_some_and(|own| own != sid) {
+        if on_another_sid(self.conn.as_ref(), state.shard, sid) {
             self.stats.foreign_frames += 1;
             return;
         }
@@ -1863,6 +1854,14 @@ impl Processor {
             .as_ref()
             .map_or(0, |c| c.shards.iter().map(|s| s.markets.len()).sum())
     }
+}
+
+/// Whether `shard` (a market's) is subscribed on `conn` under a sid other than `sid`. A free
+/// function, so the delta path can ask it while it holds the market's state.
+fn on_another_sid(conn: Option<&Connection>, shard: Option<usize>, sid: u32) -> bool {
+    shard
+        .and_then(|shard| conn?.shards.get(shard)?.sid)
+        .is_some_and(|own| own != sid)
 }
 
 /// The `id` of a command we built.
