@@ -299,6 +299,7 @@ fn record_stats(stats: Stats) {
     metrics::counter!("collector_subscription_errors_total").increment(stats.subscription_errors);
     metrics::counter!("collector_repeated_frames_total").increment(stats.repeated_frames);
     metrics::counter!("collector_foreign_frames_total").increment(stats.foreign_frames);
+    metrics::counter!("collector_repeated_trades_total").increment(stats.repeated_trades);
 }
 
 /// Lists markets now and every `interval`, retrying failures with backoff.

@@ -7,6 +7,7 @@
 pub mod feed;
 pub mod frame_log;
 pub mod processor;
+pub mod recent_trades;
 pub mod writer;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::frame_log::FrameLog;
+use super::recent_trades::RecentTrades;
 use crate::clickhouse::rows::{
     DeltaRow, FeedGapRow, GapKind, MarketRow, SnapshotPlace, SnapshotRow, SnapshotSource,
     TopOfBookRow, TradeRow, side_code,
@@ -181,6 +182,9 @@ pub struct Stats {
     /// Deltas and snapshots that came on a subscription other than their market's (a market
     /// the exchange holds on two subscriptions): skipped, so no change is applied twice.
     pub foreign_frames: u64,
+    /// Trades already stored (the same trade id of the same market): skipped, so volume and
+    /// candles count each trade once.
+    pub repeated_trades: u64,
 }
 
 /// Why and where a gap opened.
@@ -373,6 +377,7 @@ pub struct Processor {
     /// exchange's clock for frames that carry no timestamp.
     receive_lag_us: Option<i64>,
     unplaced: Vec<UnplacedSnapshot>,
+    recent_trades: RecentTrades,
     /// Receive time of the latest frame, Unix µs.
     last_received_us: i64,
 }
@@ -393,6 +398,7 @@ impl Processor {
             bus,
             receive_lag_us: None,
             unplaced: Vec::new(),
+            recent_trades: RecentTrades::default(),
             last_received_us: 0,
         }
     }
@@ -1210,6 +1216,14 @@ impl Processor {
             .ts_ms
             .map_or(ts_received_us, |ms| ms.saturating_mul(1000));
         self.observe_exchange_time(ts, ts_received_us);
+        if !self
+            .recent_trades
+            .first_time(&trade.market, &trade.trade_id)
+        {
+            tracing::debug!(market = %trade.market, trade_id = %trade.trade_id, "repeated trade");
+            self.stats.repeated_trades += 1;
+            return;
+        }
         let position = self.position(sid, seq);
         self.rows.trades.push(TradeRow {
             market: trade.market.clone(),

@@ -1448,3 +1448,47 @@ fn an_orderbook_subscription_whose_reply_was_lost_is_known_by_its_data() {
         .count();
     assert_eq!(opened, 2);
 }
+
+fn trade(sid: u32, seq: u64, market: &str, trade_id: &str, count: &str) -> Value {
+    json!({"type": "trade", "sid": sid, "seq": seq, "msg": {
+        "trade_id": trade_id, "market_ticker": market, "yes_price_dollars": "0.4300",
+        "no_price_dollars": "0.5700", "count_fp": count, "taker_side": "yes",
+        "is_block_trade": false, "ts": 1_780_000_000, "ts_ms": 1_780_000_000_123_i64}})
+}
+
+#[test]
+fn a_trade_delivered_again_is_stored_once_even_across_a_reconnect() {
+    let mut p = connected();
+    p.take_rows();
+    send(&mut p, trade(2, 1, A, "t-1", "3.50"), T0 + 100);
+    send(&mut p, trade(2, 2, A, "t-1", "3.50"), T0 + 110);
+    // The same id on another market is another trade.
+    send(&mut p, trade(2, 3, B, "t-1", "1.00"), T0 + 120);
+    p.disconnect("test");
+    p.connect(T0 + 200);
+    p.take_commands();
+    send(
+        &mut p,
+        json!({"type": "subscribed", "id": 2, "msg": {"channel": "trade", "sid": 2}}),
+        T0 + 210,
+    );
+    // The new connection delivers the last trade again, then a new one.
+    send(&mut p, trade(2, 1, B, "t-1", "1.00"), T0 + 220);
+    send(&mut p, trade(2, 2, A, "t-2", "2.00"), T0 + 230);
+    let stored: Vec<(String, String, i64)> = p
+        .take_rows()
+        .trades
+        .into_iter()
+        .map(|t| (t.market, t.trade_id, t.count))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            (A.to_owned(), "t-1".to_owned(), 350),
+            (B.to_owned(), "t-1".to_owned(), 100),
+            (A.to_owned(), "t-2".to_owned(), 200),
+        ]
+    );
+    let stats = p.take_stats();
+    assert_eq!((stats.trades, stats.repeated_trades), (5, 2));
+}
