@@ -11,7 +11,7 @@
 //! - Each market's book axis (`ts`) is Kalshi's exchange time, made non-decreasing per market:
 //!   snapshots carry no timestamp, so one is placed at the latest exchange time seen.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -180,7 +180,8 @@ pub struct Stats {
     /// Frames whose sequence number was already handled (skipped, never applied twice).
     pub repeated_frames: u64,
     /// Deltas and snapshots that came on a subscription other than their market's (a market
-    /// the exchange holds on two subscriptions): skipped, so no change is applied twice.
+    /// the exchange holds on two subscriptions), and frames still arriving on a subscription
+    /// the exchange ended: skipped, so no change is applied twice or to a dead feed.
     pub foreign_frames: u64,
     /// Trades already stored (the same trade id of the same market): skipped, so volume and
     /// candles count each trade once.
@@ -235,8 +236,6 @@ struct UnplacedSnapshot {
     replaced: bool,
     /// The gap it closes.
     gap: Option<FeedGapRow>,
-    /// The exchange time of the frame before it on its subscription, if any.
-    earliest_us: Option<i64>,
     sid: u32,
     seq: u64,
     conn: u64,
@@ -255,6 +254,9 @@ struct MarketState {
     book: Option<Book>,
     /// Book-axis time of the last stored event, Unix µs; 0 before any.
     watermark_us: i64,
+    /// Book-axis time of the last stored delta or exchange snapshot (checkpoints aside):
+    /// the last instant the exchange itself told us what the book was, Unix µs.
+    last_event_us: i64,
     /// (ts, conn, seq) of the last stored delta or exchange snapshot: the next one must sort
     /// after it (see [`MarketState::place`]).
     stored: (i64, u64, u64),
@@ -294,6 +296,7 @@ impl MarketState {
         }
         self.stored = (ts, conn, seq);
         self.watermark_us = ts;
+        self.last_event_us = ts;
         ts
     }
 }
@@ -355,6 +358,9 @@ struct Connection {
     resync_at_us: Option<i64>,
     /// Why this connection must be dropped and opened again, once asked.
     abandon: Option<String>,
+    /// Subscriptions the exchange ended (errors 10/25, `unsubscribed`): what still comes on
+    /// them is the tail of a dead feed, never a reply to the subscription replacing them.
+    ended_sids: HashSet<u32>,
 }
 
 /// The collector's state across connections.
@@ -363,9 +369,9 @@ pub struct Processor {
     config: ProcessorConfig,
     markets: FeedMap<String, MarketState>,
     wanted: BTreeSet<String>,
-    /// Markets discovery no longer lists, kept subscribed until their closing snapshot
-    /// empties the book or the receive time given passes (see
-    /// [`CLOSING_SNAPSHOT_PATIENCE_US`]).
+    /// Markets discovery no longer lists or the lifecycle channel called closed, kept
+    /// subscribed until their closing snapshot empties the book or the receive time given
+    /// passes (see [`CLOSING_SNAPSHOT_PATIENCE_US`]).
     leaving: FeedMap<String, i64>,
     conn: Option<Connection>,
     last_conn_id: u64,
@@ -462,26 +468,38 @@ impl Processor {
         }
         // A market that closes leaves the open listing a few seconds before Kalshi empties
         // its book: a live one stays until that snapshot comes, for a while.
-        let closing: Vec<String> = self
+        self.leaving.retain(|ticker, _| !wanted.contains(ticker));
+        let dropped: Vec<String> = self
             .wanted
             .iter()
-            .filter(|ticker| !wanted.contains(*ticker) && self.awaits_closing_snapshot(ticker))
+            .filter(|ticker| !wanted.contains(*ticker))
             .cloned()
             .collect();
-        self.leaving.retain(|ticker, _| !wanted.contains(ticker));
-        for ticker in closing {
-            let deadline = *self
-                .leaving
-                .entry(ticker.clone())
-                .or_insert(now_us + CLOSING_SNAPSHOT_PATIENCE_US);
-            if deadline > now_us {
+        for ticker in dropped {
+            if self.waits_for_closing_snapshot(&ticker, now_us) {
                 wanted.insert(ticker);
-            } else {
-                self.leaving.remove(&ticker);
             }
         }
         self.wanted = wanted;
         self.sync_subscriptions();
+    }
+
+    /// Whether `market`, no longer wanted at `now_us`, stays subscribed a while longer for
+    /// the empty snapshot Kalshi sends when it closes (at most
+    /// [`CLOSING_SNAPSHOT_PATIENCE_US`] from the first time it was let go). Leaving before
+    /// it would store no final book and leave the market's history open-ended in a gap.
+    fn waits_for_closing_snapshot(&mut self, market: &str, now_us: i64) -> bool {
+        if self.awaits_closing_snapshot(market) {
+            let deadline = *self
+                .leaving
+                .entry(market.to_owned())
+                .or_insert(now_us + CLOSING_SNAPSHOT_PATIENCE_US);
+            if deadline > now_us {
+                return true;
+            }
+        }
+        self.leaving.remove(market);
+        false
     }
 
     /// Whether `market` is subscribed with a live book, so that leaving now would cut its
@@ -573,6 +591,7 @@ impl Processor {
             side_channel_refusals: 0,
             resync_at_us: None,
             abandon: None,
+            ended_sids: HashSet::new(),
         });
         for state in self.markets.values_mut() {
             state.shard = None;
@@ -661,6 +680,15 @@ impl Processor {
             self.on_subscribed(envelope.id, envelope.sid, channel);
             return;
         }
+        if let Some(sid) = envelope.sid
+            && self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.ended_sids.contains(&sid))
+        {
+            self.stats.foreign_frames += 1;
+            return;
+        }
         if let (Some(sid), Some(seq)) = (envelope.sid, envelope.seq)
             && !self.check_sequence(sid, seq, ts_received_us)
         {
@@ -681,10 +709,10 @@ impl Processor {
                 message,
                 market_tickers,
             }) => self.on_error(envelope.id, envelope.sid, code, &message, &market_tickers),
+            // We never send `unsubscribe` (markets leave by `delete_markets`): the exchange
+            // ended this subscription on its own.
             Ok(Body::Unsubscribed) => {
-                if let Some(conn) = self.conn.as_mut() {
-                    conn.sids.remove(&sid);
-                }
+                self.end_subscription(sid, "the exchange unsubscribed us");
             }
             Ok(
                 Body::Subscribed { .. }
@@ -988,11 +1016,6 @@ impl Processor {
         let book = Arc::new(book);
         state.book = Some((*book).clone());
         let resync = gap.is_some();
-        let sid_clock = self
-            .conn
-            .as_ref()
-            .and_then(|c| c.sids.get(&sid))
-            .and_then(|s| s.clock_us);
         let estimate = ts_received_us - self.receive_lag_us.unwrap_or(0);
         if let Some(bus) = &self.bus {
             // Live readers get it now; its stored place waits for the next frame.
@@ -1009,7 +1032,6 @@ impl Processor {
             book,
             replaced,
             gap,
-            earliest_us: sid_clock,
             sid,
             seq,
             conn,
@@ -1027,7 +1049,6 @@ impl Processor {
             book,
             replaced,
             gap,
-            earliest_us,
             sid,
             seq,
             conn,
@@ -1036,15 +1057,23 @@ impl Processor {
         let Some(state) = self.markets.get_mut(&market) else {
             return;
         };
-        let watermark = state.watermark_us;
+        let last_event = state.last_event_us;
+        let close = state.meta.as_ref().and_then(|meta| meta.close_time_us);
         let ts = state.place(at_us, conn, seq);
-        // A snapshot the exchange sent on its own (a market's close) that changes a book we
-        // hold: the change happened at an instant known only to lie in [earliest, ts). Say so.
-        if replaced && let Some(earliest) = earliest_us.filter(|e| *e < ts) {
+        // A snapshot the exchange sent on its own that changes a book we hold: Kalshi changes
+        // a book without a delta when it closes the market (it empties it), at an instant
+        // known only to lie after this market's own last event (the other markets' frames
+        // on the subscription say nothing about it) and, when we know the close time and it
+        // falls in between, not before it. Checkpoints stored since only repeated the old
+        // book, so they do not narrow the span. Say so.
+        let earliest = close
+            .filter(|close| *close > last_event && *close < ts)
+            .unwrap_or(last_event);
+        if replaced && earliest < ts {
             let cause = GapCause::new(GapKind::BookReplaced, ORDERBOOK, sid)
                 .seqs(seq, seq)
                 .detail("snapshot replaced the book at an unknown instant in this span");
-            let row = self.gap_row(&market, cause, earliest.max(watermark));
+            let row = self.gap_row(&market, cause, earliest);
             self.rows.gaps.push(FeedGapRow {
                 ts_end: Some(ts),
                 ..row
@@ -1084,12 +1113,13 @@ impl Processor {
         self.record_top(&market, &book, ts, conn, seq);
         // A snapshot of a market we had already taken out (it crossed our `delete_markets`)
         // is true at its instant, but no change after it will be recorded: unless it is the
-        // empty book of a close, the gap opens again at once.
+        // empty book of a close, the gap opens again at once. (Unless a later snapshot
+        // already emptied the book: this one waited for its place and that one follows.)
         let released = self
             .markets
             .get(&market)
             .is_some_and(|state| state.released);
-        if released && !book.is_empty() {
+        if released && !book.is_empty() && !self.book_is_final(&market) {
             self.open_gap(
                 &market,
                 GapCause::new(GapKind::Unsubscribed, ORDERBOOK, sid)
@@ -1291,10 +1321,14 @@ impl Processor {
         let market = update.market.clone();
         let open = meta.is_open() && self.matches_filter(&meta);
         self.store_meta(meta, now_us);
-        self.leaving.remove(&market);
         if open {
+            self.leaving.remove(&market);
             self.wanted.insert(market.clone());
-        } else {
+        } else if !(self.wanted.contains(&market)
+            && self.waits_for_closing_snapshot(&market, now_us))
+        {
+            // `determined` can come before the closing snapshot: a live book waits for it
+            // like one discovery stops listing.
             self.wanted.remove(&market);
         }
         self.sync_subscriptions();
@@ -1315,6 +1349,7 @@ impl Processor {
             tracing::warn!(channel, "subscribed without a sid");
             return;
         };
+        conn.ended_sids.remove(&sid);
         let pending = id.and_then(|id| conn.pending.get(&id));
         // A reply that comes after its subscription's data already told which shard it is
         // (see `confirm_orderbook_sid`) keeps that.
@@ -1504,18 +1539,28 @@ impl Processor {
             });
             return;
         }
-        // An ended subscription is subscribed again; its markets' books are unknown till then.
-        let Some(sid) = ended else { return };
+        if let Some(sid) = ended {
+            self.end_subscription(sid, message);
+        }
+    }
+
+    /// The exchange ended subscription `sid` (`why`): it is subscribed again, and its markets'
+    /// books are unknown till then.
+    fn end_subscription(&mut self, sid: u32, why: &str) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         let Some(state) = conn.sids.remove(&sid) else {
             return;
         };
+        conn.ended_sids.insert(sid);
         match state.channel {
             Channel::Orderbook(shard) => {
                 let markets = self.shard_markets(shard);
                 for market in &markets {
                     self.open_gap(
                         market,
-                        GapCause::new(GapKind::SubscriptionError, ORDERBOOK, sid).detail(message),
+                        GapCause::new(GapKind::SubscriptionError, ORDERBOOK, sid).detail(why),
                     );
                 }
                 if let Some(conn) = self.conn.as_mut()
@@ -1523,7 +1568,10 @@ impl Processor {
                 {
                     shard.sid = None;
                 }
-                self.send_subscribe(Channel::Orderbook(shard), &markets);
+                // (An orderbook subscription naming no market would ask for every market.)
+                if !markets.is_empty() {
+                    self.send_subscribe(Channel::Orderbook(shard), &markets);
+                }
             }
             channel @ (Channel::Trade | Channel::Lifecycle) => self.send_subscribe(channel, &[]),
             Channel::Other => {}
@@ -1590,6 +1638,13 @@ impl Processor {
             if let Some(state) = self.markets.get_mut(market) {
                 state.shard = None;
             }
+            // Unwatched till added again: a book a snapshot made known (a get_snapshot
+            // answered for some markets and refused for others) would go stale unseen.
+            self.open_gap(
+                market,
+                GapCause::new(GapKind::Unsubscribed, ORDERBOOK, sid)
+                    .detail("taken out of its subscription to be subscribed again"),
+            );
         }
         self.send_update(sid, UpdateAction::DeleteMarkets, markets);
     }

@@ -371,28 +371,84 @@ fn checkpoints_store_changed_books_at_their_feed_position() {
 #[test]
 fn lifecycle_settlement_unsubscribes_and_creation_subscribes() {
     let mut p = connected();
+    // B's book is empty already (its closing snapshot came): settled, it leaves at once.
+    send(&mut p, snapshot(3, 3, B, &[], &[]), T0 + 30);
     send(
         &mut p,
-        json!({"type": "market_lifecycle_v2", "sid": 1, "seq": 1, "msg": {"market_ticker": A, "event_type": "settled", "settled_ts": 1_780_000_100}}),
-        T0,
+        json!({"type": "market_lifecycle_v2", "sid": 1, "seq": 1, "msg": {"market_ticker": B, "event_type": "settled", "settled_ts": 1_780_000_100}}),
+        T0 + 40,
     );
     let sent = commands(&mut p);
     assert_eq!(sent[0]["params"]["action"], "delete_markets");
-    assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([B]));
     send(
         &mut p,
         json!({"type": "market_lifecycle_v2", "sid": 1, "seq": 2, "msg": {"market_ticker": "KXTEST-C", "event_type": "activated"}}),
-        T0,
+        T0 + 50,
     );
     let sent = commands(&mut p);
     assert_eq!(sent[0]["params"]["action"], "add_markets");
     assert_eq!(sent[0]["params"]["market_tickers"], json!(["KXTEST-C"]));
+    p.checkpoint(T0 + 50 + UNPLACED_PATIENCE_US);
     let rows = p.take_rows();
     assert!(
         rows.markets
             .iter()
-            .any(|m| m.ticker == A && m.status == "finalized")
+            .any(|m| m.ticker == B && m.status == "finalized")
     );
+    assert!(
+        rows.gaps
+            .iter()
+            .all(|g| g.market != B || g.ts_end.is_some()),
+        "B's final book is known: {:?}",
+        rows.gaps
+    );
+}
+
+/// `determined` can come before the empty snapshot that closes the book: the market stays
+/// subscribed for it, so its final book is stored and no gap is left open; one whose
+/// snapshot never comes is let go after the wait, with a gap.
+#[test]
+fn a_market_determined_before_its_closing_snapshot_waits_for_it() {
+    let mut p = connected();
+    p.take_rows();
+    for (seq, market) in [(1, A), (2, B)] {
+        send(
+            &mut p,
+            json!({"type": "market_lifecycle_v2", "sid": 1, "seq": seq, "msg": {"market_ticker": market, "event_type": "determined", "determination_ts": 1_780_000_001, "result": "yes", "settlement_value": "1.0000"}}),
+            T0 + 1_000_000,
+        );
+    }
+    assert!(commands(&mut p).is_empty(), "both wait for their close");
+    send(&mut p, snapshot(3, 3, A, &[], &[]), T0 + 7_000_000);
+    let sent = commands(&mut p);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["params"]["action"], "delete_markets");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([A]));
+    // B's never comes: let go when the wait is over, its book no longer known.
+    p.checkpoint(T0 + 1_000_000 + CLOSING_SNAPSHOT_PATIENCE_US - 1);
+    assert!(
+        commands(&mut p)
+            .iter()
+            .all(|c| c["params"]["action"] != "delete_markets")
+    );
+    p.checkpoint(T0 + 1_000_000 + CLOSING_SNAPSHOT_PATIENCE_US);
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "delete_markets");
+    assert_eq!(sent[0]["params"]["market_tickers"], json!([B]));
+    let rows = p.take_rows();
+    assert!(
+        rows.snapshots
+            .iter()
+            .any(|s| s.market == A && s.yes_prices.is_empty() && s.no_prices.is_empty()),
+        "A's final, empty book is stored"
+    );
+    let open: Vec<_> = rows.gaps.iter().filter(|g| g.ts_end.is_none()).collect();
+    assert_eq!(open.len(), 1, "{:?}", rows.gaps);
+    assert_eq!(open[0].market, B);
+    assert_eq!(open[0].kind, GapKind::Unsubscribed as i8);
+    assert_eq!(p.book(A).map(Book::is_empty), Some(true));
+    assert_eq!(p.book(B), None);
 }
 
 #[test]
@@ -517,6 +573,101 @@ fn an_unrequested_snapshot_that_changes_the_book_marks_its_uncertain_instant() {
         1_780_000_001_096_000,
     );
     assert!(p.take_rows().gaps.is_empty());
+}
+
+/// Kalshi empties a closing market's book without deltas: the instant lies after that
+/// market's own last event, however recent the other markets' frames on its subscription,
+/// and not before its close time when that is known and falls in between.
+#[test]
+fn a_closing_snapshot_is_uncertain_from_the_markets_own_last_event_or_its_close_time() {
+    for close_time_us in [None, Some(1_780_000_004_000_000)] {
+        let mut p = subscribed_to(&[A, B]);
+        if let Some(close) = close_time_us {
+            p.set_markets(
+                vec![
+                    MarketMeta {
+                        close_time_us: Some(close),
+                        ..meta(A)
+                    },
+                    meta(B),
+                ],
+                T0,
+            );
+        }
+        send(
+            &mut p,
+            snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
+            T0 + 10,
+        );
+        send(
+            &mut p,
+            snapshot(3, 2, B, &[("0.0010", "1.00")], &[]),
+            T0 + 20,
+        );
+        // A's last change at exchange time …001 s; B keeps trading until …009 s.
+        send(
+            &mut p,
+            delta(3, 3, A, "yes", "0.4200", "1.00", 1_780_000_001_000),
+            1_780_000_001_000_500,
+        );
+        for (seq, second) in (4..).zip(2..10) {
+            send(
+                &mut p,
+                delta(
+                    3,
+                    seq,
+                    B,
+                    "yes",
+                    "0.0010",
+                    "1.00",
+                    1_780_000_000_000 + second * 1000,
+                ),
+                1_780_000_000_000_500 + second * 1_000_000,
+            );
+        }
+        send(&mut p, snapshot(3, 12, A, &[], &[]), 1_780_000_009_200_000);
+        send(
+            &mut p,
+            delta(3, 13, B, "yes", "0.0010", "1.00", 1_780_000_009_300),
+            1_780_000_009_300_500,
+        );
+        let gaps: Vec<_> = p
+            .take_rows()
+            .gaps
+            .into_iter()
+            .filter(|g| g.kind == GapKind::BookReplaced as i8)
+            .collect();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(
+            gaps[0].ts_start,
+            close_time_us.unwrap_or(1_780_000_001_000_000),
+            "close time {close_time_us:?}"
+        );
+        assert_eq!(gaps[0].ts_end, Some(1_780_000_009_300_000));
+    }
+}
+
+/// A book replaced before any exchange timestamp on its subscription still marks the span.
+#[test]
+fn a_book_replaced_before_any_delta_marks_its_span() {
+    let mut p = subscribed_to(&[A]);
+    send(
+        &mut p,
+        snapshot(3, 1, A, &[("0.4200", "10.00")], &[]),
+        T0 + 10,
+    );
+    send(&mut p, snapshot(3, 2, A, &[], &[]), T0 + 5_000_000);
+    p.checkpoint(T0 + 5_000_000 + UNPLACED_PATIENCE_US);
+    let rows = p.take_rows();
+    let replaced: Vec<_> = rows
+        .gaps
+        .iter()
+        .filter(|g| g.kind == GapKind::BookReplaced as i8)
+        .collect();
+    assert_eq!(replaced.len(), 1, "{:?}", rows.gaps);
+    let stored: Vec<i64> = rows.snapshots.iter().map(|s| s.ts).collect();
+    assert_eq!(replaced[0].ts_start, stored[0], "{stored:?}");
+    assert_eq!(replaced[0].ts_end, Some(stored[1]));
 }
 
 #[test]
@@ -955,6 +1106,106 @@ fn a_refused_get_snapshot_takes_the_market_out_and_adds_it_again() {
     assert_eq!(back[0]["params"]["action"], "add_markets");
     assert_eq!(back[0]["params"]["sid"], 3);
     assert_eq!(back[0]["params"]["market_tickers"], json!([A]));
+}
+
+/// A `get_snapshot` answered for one market and then refused: both markets leave the
+/// subscription to be added again, and the one whose book the answer made known is no
+/// longer watched, so its book is unknown (a gap) until it is back.
+#[test]
+fn a_get_snapshot_answered_in_part_then_refused_leaves_no_book_unwatched() {
+    let mut p = connected();
+    p.take_rows();
+    // A lost frame: both books unknown, snapshots asked for.
+    send(
+        &mut p,
+        delta(3, 4, B, "yes", "0.0010", "1.00", 1_780_000_000_100),
+        T0 + 100_000,
+    );
+    let sent = commands(&mut p);
+    assert_eq!(sent[0]["params"]["action"], "get_snapshot");
+    send(
+        &mut p,
+        snapshot(3, 5, A, &[("0.4200", "3.00")], &[]),
+        T0 + 120_000,
+    );
+    assert!(p.book(A).is_some());
+    send(
+        &mut p,
+        json!({"type": "error", "id": sent[0]["id"], "msg": {"code": 13, "msg": "Unsupported action"}}),
+        T0 + 150_000,
+    );
+    let out = commands(&mut p);
+    assert_eq!(out[0]["params"]["action"], "delete_markets");
+    assert_eq!(out[0]["params"]["market_tickers"], json!([A, B]));
+    assert_eq!(p.book(A), None, "no longer watched");
+    send(
+        &mut p,
+        delta(3, 6, B, "yes", "0.0010", "1.00", 1_780_000_000_200),
+        T0 + 200_000,
+    );
+    let gaps = p.take_rows().gaps;
+    assert!(
+        gaps.iter()
+            .any(|g| g.market == A && g.ts_end.is_none() && g.kind == GapKind::Unsubscribed as i8),
+        "{gaps:?}"
+    );
+}
+
+/// A subscription the exchange ended (error 25, or an `unsubscribed` we never asked for):
+/// its books are unknown and it is subscribed again; frames still arriving on the dead sid
+/// are neither applied nor taken for the new subscription's.
+#[test]
+fn an_ended_subscription_is_replaced_and_its_late_frames_ignored() {
+    for ending in [
+        json!({"type": "error", "sid": 3, "seq": 3, "msg": {"code": 25, "msg": "Subscription buffer overflow"}}),
+        json!({"type": "unsubscribed", "sid": 3, "seq": 3}),
+    ] {
+        let mut p = connected();
+        p.take_rows();
+        send(&mut p, ending.clone(), T0 + 100_000);
+        assert_eq!(p.book(A), None, "{ending}");
+        let sent = commands(&mut p);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["cmd"], "subscribe");
+        assert_eq!(sent[0]["params"]["market_tickers"], json!([A, B]));
+        assert_eq!(p.take_rows().gaps.len(), 2);
+        // The dead feed's tail, then the new subscription's reply and snapshots.
+        send(
+            &mut p,
+            snapshot(3, 4, A, &[("0.9900", "1.00")], &[]),
+            T0 + 110_000,
+        );
+        send(
+            &mut p,
+            delta(3, 5, A, "yes", "0.9900", "1.00", 1_780_000_000_120),
+            T0 + 120_000,
+        );
+        assert_eq!(p.book(A), None, "nothing applied from the dead sid");
+        assert_eq!(p.take_stats().foreign_frames, 2);
+        send(
+            &mut p,
+            json!({"type": "subscribed", "id": sent[0]["id"], "msg": {"channel": "orderbook_delta", "sid": 4}}),
+            T0 + 130_000,
+        );
+        send(
+            &mut p,
+            snapshot(4, 1, A, &[("0.4200", "2.00")], &[]),
+            T0 + 140_000,
+        );
+        send(&mut p, snapshot(4, 2, B, &[], &[]), T0 + 150_000);
+        send(
+            &mut p,
+            delta(4, 3, A, "yes", "0.4200", "1.00", 1_780_000_000_160),
+            T0 + 160_000,
+        );
+        assert_eq!(
+            level(&p, A, Side::Yes, "0.4200"),
+            Some("3.00".parse().unwrap())
+        );
+        assert_eq!(level(&p, A, Side::Yes, "0.9900"), None);
+        let gaps = p.take_rows().gaps;
+        assert!(gaps.iter().all(|g| g.ts_end.is_some()), "{gaps:?}");
+    }
 }
 
 #[test]
