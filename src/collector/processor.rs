@@ -684,7 +684,7 @@ impl Processor {
             && self
                 .conn
                 .as_ref()
-                .is_some_and(|c| c.ended_sids.contains(&sid))
+                .is_some_and(|c| !c.ended_sids.is_empty() && c.ended_sids.contains(&sid))
         {
             self.stats.foreign_frames += 1;
             return;
